@@ -55,3 +55,26 @@ def run_tx(*args: str, cwd: Path | None = None, input: str | bytes | None = None
 
     return subprocess.run([sys.executable, "-m", "txcli", *args], cwd=cwd, input=input,
                           capture_output=True, text=not isinstance(input, bytes), timeout=timeout)
+
+
+@pytest.fixture
+def tiny_run(tiny_recipe: Path) -> Path:
+    """A complete run directory holding an untrained tiny model: recipe.yaml, tokenizer, weights.
+    Enough for commands that load a run (translate, score, attention-dump, inspect)."""
+    import torch
+
+    from txcli.checkpoint import MODEL_FILE, RECIPE_FILE, save_model, write_text_atomic
+    from txcli.commands.run import model_config
+    from txcli.commands.tokenize import load_tokenizers, train_tokenizers
+    from txcli.model import Seq2SeqTransformer
+    from txcli.recipe import dump_yaml, load_recipe
+
+    recipe = load_recipe(tiny_recipe)
+    train_tokenizers(recipe)
+    src_tok, tgt_tok = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
+    torch.manual_seed(0)
+    cfg = model_config(recipe, src_tok.vocab_size, tgt_tok.vocab_size)
+    model = Seq2SeqTransformer(cfg)
+    save_model(recipe.run_dir / MODEL_FILE, model, cfg.to_dict())
+    write_text_atomic(recipe.run_dir / RECIPE_FILE, dump_yaml(recipe.to_plain()))
+    return recipe.run_dir
