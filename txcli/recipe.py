@@ -109,6 +109,8 @@ class TrainConfig(Section):
     eval_every: int = Field(250, ge=1)
     valid_max_sentences: Optional[int] = Field(None, ge=1, description="decode at most this many for BLEU")
     keep_best: int = Field(3, ge=1)
+    keep_last: int = Field(3, ge=0, description="also keep the latest N validated checkpoints (for tx average --last)")
+    pool_size: int = Field(50_000, ge=1, description="pairs length-sorted into batches at a time; bounds memory")
     early_stop: Optional[EarlyStop] = Field(default_factory=EarlyStop)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
