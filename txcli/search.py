@@ -1,35 +1,322 @@
-"""Decoding over the model's `encode` and `decode` only.
+"""Decoding over the model's `encode` and `decode` only: beam search, greedy search and sampling.
 
-Sentences start from <s> and stop at </s>.
+Sentences start from <s> and stop at </s>. All three share one loop (`_decode`): every sentence
+in the batch owns K rows (beams, or 1 row per sample), the decoder runs on all rows at once with
+the key/value cache, and a *step function* picks each sentence's next K hypotheses from the K x V
+candidates. `beam_step` is pure, so tests can drive it with made-up log-probabilities.
+Sentences that are done leave the batch, so the work shrinks as they finish.
+
+Scores: `logprob` is the model's log-probability of the tokens and </s>; `score` divides it by the
+GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016), length counting </s>; the
+search ranks finished hypotheses by `score`.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
+
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from .model import Seq2SeqTransformer
 
+NEG_INF = float("-inf")
+
+
+@dataclass
+class SearchConfig:
+    beam: int = 5  # hypotheses kept per sentence; 1 is greedy search
+    nbest: int = 1  # hypotheses returned per sentence (with sampling: samples drawn)
+    alpha: float = 0.6  # length penalty strength; 0 ranks by plain log-probability
+    max_len_a: float = 1.2  # at most a * source_length + b output tokens (not counting </s>)
+    max_len_b: int = 10
+    min_len: int = 0  # </s> is forbidden before this many tokens
+    no_repeat_ngram: int = 0  # n > 0: no n-gram appears twice in one output
+    sample: bool = False  # draw tokens at random instead of searching
+    temperature: float = 1.0
+    top_k: int = 0  # sample among the k likeliest tokens only (0: all)
+    top_p: float = 1.0  # sample within the smallest set holding this much probability
+
+    def __post_init__(self):
+        if self.beam < 1 or self.nbest < 1:
+            raise ValueError("beam and nbest must be at least 1")
+        if not self.sample and self.nbest > self.beam:
+            raise ValueError(f"nbest ({self.nbest}) cannot exceed the beam size ({self.beam})")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # output ids without <s> and </s>
+    score: float  # logprob / length penalty: what the search ranks by
+    logprob: float  # model log-probability of tokens + </s>
+
+
+def length_penalty(length, alpha: float):
+    """GNMT length penalty ((5 + length) / 6) ** alpha; works on numbers and tensors alike."""
+    return ((5 + length) / 6) ** alpha
+
+
+def max_output_lengths(src: Tensor, pad_id: int, a: float, b: int, limit: int) -> Tensor:
+    """Per sentence: floor(a * source_length + b) output tokens, at most `limit`."""
+    src_len = (src != pad_id).sum(1).double()
+    return (a * src_len + b).floor().long().clamp(0, limit)
+
+
+# --------------------------------------------------------------------------- step functions
+
+
+class Step(NamedTuple):
+    """One step's choice for B sentences of K rows each.
+
+    scores/tokens/origins [B,K]: the hypotheses kept alive (cumulative log-probability, new token,
+    which of the sentence's K rows they extend); finished/finished_origins [B,K]: cumulative
+    log-probability of hypotheses that end with </s> at this step (-inf: none) and their rows.
+    """
+
+    scores: Tensor
+    tokens: Tensor
+    origins: Tensor
+    finished: Tensor
+    finished_origins: Tensor
+
+
+def beam_step(scores: Tensor, log_probs: Tensor, eos_id: int) -> Step:
+    """The beam update. scores [B,K] cumulative log-probabilities of the live hypotheses (-inf for
+    empty slots, e.g. beams 1..K-1 at the first step); log_probs [B,K,V] next-token log-probs.
+
+    Takes the 2K best extensions: each row adds at most one </s>, so at least K of them go on.
+    </s> extensions ranked within the best K finish a hypothesis; the best K others stay alive.
+    """
+    B, K, V = log_probs.shape
+    total = (scores.unsqueeze(2) + log_probs).view(B, K * V)
+    top_scores, top_index = total.topk(min(2 * K, K * V), dim=1)  # sorted, best first
+    origins, tokens = top_index // V, top_index % V
+    is_eos = tokens == eos_id
+    finished = top_scores[:, :K].masked_fill(~is_eos[:, :K], NEG_INF)
+    # the first K candidates that are not </s>, keeping their order
+    rank = torch.arange(top_index.size(1), device=scores.device)
+    alive = (rank + is_eos * top_index.size(1)).topk(K, dim=1, largest=False).indices
+    return Step(top_scores.gather(1, alive), tokens.gather(1, alive), origins.gather(1, alive),
+                finished, origins[:, :K])
+
+
+def sample_step(scores: Tensor, log_probs: Tensor, eos_id: int, temperature: float = 1.0,
+                top_k: int = 0, top_p: float = 1.0, generator: Optional[torch.Generator] = None) -> Step:
+    """Draw one token per row (K is 1: samples of one sentence are separate sentences here).
+    The draw uses the tempered, truncated distribution; scores stay model log-probabilities."""
+    B, K, V = log_probs.shape
+    logits = log_probs.view(B * K, V) / temperature
+    if 0 < top_k < V:
+        kth = logits.topk(top_k, dim=1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, NEG_INF)
+    if top_p < 1.0:
+        logits = _keep_top_p(logits, top_p)
+    tokens = torch.multinomial(logits.softmax(-1), 1, generator=generator).view(B, K)
+    new_scores = scores + log_probs.gather(2, tokens.unsqueeze(2)).squeeze(2)
+    is_eos = tokens == eos_id
+    origins = torch.arange(K, device=scores.device).expand(B, K)
+    return Step(new_scores.masked_fill(is_eos, NEG_INF), tokens, origins,
+                new_scores.masked_fill(~is_eos, NEG_INF), origins)
+
+
+def _keep_top_p(logits: Tensor, top_p: float) -> Tensor:
+    """Nucleus filtering: keep the likeliest tokens whose probabilities sum to top_p (at least one)."""
+    sorted_logits, order = logits.sort(dim=1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    above = probs.cumsum(-1) - probs  # probability mass ranked above each token
+    drop = torch.zeros_like(above, dtype=torch.bool).scatter(1, order, above >= top_p)
+    return logits.masked_fill(drop, NEG_INF)
+
+
+# --------------------------------------------------------------------------- constraints
+
+
+def block_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int) -> None:
+    """In place: forbid every token that would repeat an n-gram already in the row's history.
+    log_probs [N,V]; history [N,T] generated tokens (no <s>)."""
+    T = history.size(1)
+    if T < n:
+        return
+    grams = history.unfold(1, n, 1)  # [N, T-n+1, n]
+    prefix = history[:, T - n + 1:]  # the last n-1 tokens: what a new n-gram would start with
+    seen = (grams[:, :, :-1] == prefix.unsqueeze(1)).all(2)
+    hits = torch.zeros_like(log_probs).scatter_add_(1, grams[:, :, -1], seen.to(log_probs.dtype))
+    log_probs.masked_fill_(hits > 0, NEG_INF)
+
+
+def _constrain(log_probs: Tensor, step: int, row_max_len: Tensor, cfg: SearchConfig,
+               history: Tensor, specials: tuple[int, int, int]) -> None:
+    """In place: never <pad> or <s>; no </s> before min_len; only </s> at the maximum length;
+    no repeated n-grams."""
+    pad_id, bos_id, eos_id = specials
+    log_probs[:, pad_id] = NEG_INF
+    log_probs[:, bos_id] = NEG_INF
+    if step < cfg.min_len:
+        log_probs[:, eos_id].masked_fill_(row_max_len > step, NEG_INF)
+    if cfg.no_repeat_ngram > 0:
+        block_repeated_ngrams(log_probs, history, cfg.no_repeat_ngram)
+    eos = log_probs[:, eos_id].clone()
+    log_probs.masked_fill_((row_max_len <= step).unsqueeze(1), NEG_INF)
+    log_probs[:, eos_id] = eos
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+class _CachedDecoder:
+    """Next-token log-probabilities from the key/value cache: one new position per step."""
+
+    def __init__(self, model: Seq2SeqTransformer, memory: Tensor, src_pad: Tensor, capacity: int):
+        self.model = model
+        self.cache = model.new_cache(memory, src_pad, capacity)
+
+    def log_probs(self, history: Tensor, step: int) -> Tensor:
+        # the cache holds the cross-attention keys/values: no memory argument needed
+        logits = self.model.decode(history[:, step:step + 1], None, self.cache.src_pad_mask, self.cache)
+        return F.log_softmax(logits[:, -1].float(), dim=-1)
+
+    def select(self, rows: Tensor) -> None:
+        self.cache.select(rows)
+
+
+class _RecomputingDecoder:
+    """The naive reference: recompute the whole prefix every step, no cache."""
+
+    def __init__(self, model: Seq2SeqTransformer, memory: Tensor, src_pad: Tensor, capacity: int):
+        self.model, self.memory, self.src_pad = model, memory, src_pad
+
+    def log_probs(self, history: Tensor, step: int) -> Tensor:
+        logits = self.model.decode(history[:, : step + 1], self.memory, self.src_pad)
+        return F.log_softmax(logits[:, -1].float(), dim=-1)
+
+    def select(self, rows: Tensor) -> None:
+        self.memory = self.memory.index_select(0, rows)
+        self.src_pad = self.src_pad.index_select(0, rows)
+
+
+# --------------------------------------------------------------------------- the search loop
+
+
+class _Finished:
+    """Finished hypotheses of every sentence, and the score an alive one must beat to matter."""
+
+    def __init__(self, n_sentences: int, nbest: int, alpha: float, device):
+        self.hyps: list[list[Hypothesis]] = [[] for _ in range(n_sentences)]
+        self.nbest, self.alpha = nbest, alpha
+        self.count = torch.zeros(n_sentences, dtype=torch.long, device=device)
+        self.bar = torch.full((n_sentences,), NEG_INF, device=device)  # nbest-th best score
+
+    def add(self, sentences: list[int], rows: list[list[int]], logprobs: list[float], length: int) -> None:
+        penalty = length_penalty(length, self.alpha)
+        changed = set()
+        for s, tokens, logprob in zip(sentences, rows, logprobs):
+            self.hyps[s].append(Hypothesis(tokens, logprob / penalty, logprob))
+            changed.add(s)
+        for s in changed:
+            ranked = sorted(self.hyps[s], key=lambda h: -h.score)
+            self.count[s] = len(ranked)
+            if len(ranked) >= self.nbest:
+                self.bar[s] = ranked[self.nbest - 1].score
+
+    def best(self) -> list[list[Hypothesis]]:
+        return [sorted(h, key=lambda h: -h.score)[: self.nbest] for h in self.hyps]
+
+
+StepFn = Callable[[Tensor, Tensor, int], Step]
+
+
+def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn: StepFn,
+            cfg: SearchConfig, bos_id: int, eos_id: int, use_cache: bool) -> list[list[Hypothesis]]:
+    """The shared loop. src [B,S] padded; K rows per sentence; returns the best `nbest`
+    finished hypotheses per sentence, best first."""
+    device, pad_id = src.device, model.cfg.pad_id
+    B = src.size(0)
+    max_len = max_output_lengths(src, pad_id, cfg.max_len_a, cfg.max_len_b, model.cfg.max_positions - 1)
+    capacity = int(max_len.max()) + 1  # the last step can only add </s>
+    src_pad = src == pad_id
+    memory = model.encode(src)
+    expand = torch.arange(B, device=device).repeat_interleave(K)  # K rows per sentence
+    Decoder = _CachedDecoder if use_cache else _RecomputingDecoder
+    decoder = Decoder(model, memory, src_pad, capacity)
+    decoder.select(expand)
+
+    sentences = torch.arange(B, device=device)  # original index of each sentence still decoding
+    row_max_len = max_len[expand]
+    scores = torch.full((B, K), NEG_INF, device=device)
+    scores[:, 0] = 0.0  # one live hypothesis per sentence to start from
+    history = torch.full((B * K, capacity + 1), pad_id, dtype=torch.long, device=device)
+    history[:, 0] = bos_id
+    finished = _Finished(B, nbest, cfg.alpha, device)
+    worst_penalty = length_penalty(max_len.double() + 1, cfg.alpha).float()  # largest it can get
+
+    for step in range(capacity):
+        b = sentences.size(0)
+        log_probs = decoder.log_probs(history, step)
+        _constrain(log_probs, step, row_max_len, cfg, history[:, 1 : step + 1], (pad_id, bos_id, eos_id))
+        choice = step_fn(scores, log_probs.view(b, K, -1), eos_id)
+
+        ended = choice.finished > NEG_INF
+        if bool(ended.any()):
+            at, beam = ended.nonzero(as_tuple=True)
+            rows = at * K + choice.finished_origins[at, beam]
+            finished.add(sentences[at].tolist(), history[rows, 1 : step + 1].tolist(),
+                         choice.finished[at, beam].tolist(), step + 1)
+
+        # done: K finished, the maximum length reached, or no live hypothesis can still beat
+        # the nbest-th finished one (log-probabilities only fall; the penalty is at most worst_penalty)
+        hope = choice.scores[:, 0] / worst_penalty[sentences]
+        done = ((finished.count[sentences] >= K) | (max_len[sentences] <= step)
+                | (hope <= finished.bar[sentences]))
+        keep = (~done).nonzero(as_tuple=True)[0]
+        if keep.numel() == 0:
+            break
+        rows = (keep.unsqueeze(1) * K + choice.origins[keep]).view(-1)
+        if keep.numel() < b or not _is_identity(rows):
+            decoder.select(rows)
+            history = history.index_select(0, rows)
+            row_max_len = row_max_len.index_select(0, rows)
+        history[:, step + 1] = choice.tokens[keep].view(-1)
+        sentences, scores = sentences[keep], choice.scores[keep]
+    return finished.best()
+
+
+def _is_identity(rows: Tensor) -> bool:
+    return bool((rows == torch.arange(rows.numel(), device=rows.device)).all())
+
+
+# --------------------------------------------------------------------------- entry points
+
 
 @torch.inference_mode()
+def beam_search(model: Seq2SeqTransformer, src: Tensor, cfg: SearchConfig, bos_id: int, eos_id: int,
+                use_cache: bool = True) -> list[list[Hypothesis]]:
+    """Batched beam search (beam 1: greedy). src [B,S] padded with pad_id. Returns per sentence
+    the best cfg.nbest hypotheses, best first. use_cache=False recomputes every prefix (slow;
+    the reference the cache is checked against)."""
+    return _decode(model, src, cfg.beam, cfg.nbest, beam_step, cfg, bos_id, eos_id, use_cache)
+
+
+@torch.inference_mode()
+def sample(model: Seq2SeqTransformer, src: Tensor, cfg: SearchConfig, bos_id: int, eos_id: int,
+           generator: Optional[torch.Generator] = None) -> list[list[Hypothesis]]:
+    """cfg.nbest independent samples per sentence, ranked by score."""
+    n = cfg.nbest
+
+    def step_fn(scores, log_probs, eos):
+        return sample_step(scores, log_probs, eos, cfg.temperature, cfg.top_k, cfg.top_p, generator)
+
+    draws = _decode(model, src.repeat_interleave(n, 0), 1, 1, step_fn, cfg, bos_id, eos_id, True)
+    return [sorted((h for d in draws[i * n:(i + 1) * n] for h in d), key=lambda h: -h.score)
+            for i in range(src.size(0))]
+
+
 def greedy_search(model: Seq2SeqTransformer, src: torch.Tensor, max_len: int, bos_id: int, eos_id: int) -> list[list[int]]:
     """Batched greedy decoding with the key/value cache. src [B,S] (padded with pad_id).
-    Returns, per sentence, the output ids without <s> and </s>."""
-    B = src.size(0)
-    src_pad = src == model.cfg.pad_id
-    memory = model.encode(src)
-    cache = model.new_cache(memory, src_pad, capacity=max_len + 1)
-    tokens = torch.full((B, 1), bos_id, dtype=torch.long, device=src.device)
-    out = torch.empty(B, 0, dtype=torch.long, device=src.device)
-    done = torch.zeros(B, dtype=torch.bool, device=src.device)
-    for _ in range(max_len):
-        logits = model.decode(tokens, memory, src_pad, cache)
-        next_tok = logits[:, -1].argmax(-1).masked_fill(done, eos_id)
-        out = torch.cat([out, next_tok[:, None]], dim=1)
-        done |= next_tok == eos_id
-        if bool(done.all()):
-            break
-        tokens = next_tok[:, None]
-    result = []
-    for row in out.tolist():
-        result.append(row[: row.index(eos_id)] if eos_id in row else row)
-    return result
+    Returns, per sentence, the output ids without <s> and </s> (at most max_len of them)."""
+    cfg = SearchConfig(beam=1, alpha=0.0, max_len_a=0.0, max_len_b=max_len)
+    return [hyps[0].tokens if hyps else [] for hyps in beam_search(model, src, cfg, bos_id, eos_id)]

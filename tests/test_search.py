@@ -1,0 +1,230 @@
+"""Search: the pure beam step on made-up log-probabilities, then the whole search on a tiny model
+against a naive decoder that recomputes every prefix one sentence at a time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from txcli.model import ModelConfig, Seq2SeqTransformer
+from txcli.search import (NEG_INF, SearchConfig, beam_search, beam_step, block_repeated_ngrams,
+                          greedy_search, length_penalty, sample, sample_step)
+from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+V = 12
+
+
+def lp(*rows):
+    """Log-probabilities [1,K,V] from {token: probability} dicts (the rest shares what is left)."""
+    out = torch.empty(1, len(rows), V)
+    for k, probs in enumerate(rows):
+        rest = (1 - sum(probs.values())) / (V - len(probs))
+        out[0, k] = math.log(rest) if rest > 0 else NEG_INF
+        for token, p in probs.items():
+            out[0, k, token] = math.log(p)
+    return out
+
+
+# --------------------------------------------------------------------------- the pure step
+
+
+def test_first_step_expands_only_the_live_beam():
+    scores = torch.tensor([[0.0, NEG_INF]])
+    step = beam_step(scores, lp({5: 0.5, 6: 0.3}, {7: 0.9}), EOS_ID)
+    assert step.tokens.tolist() == [[5, 6]] and step.origins.tolist() == [[0, 0]]
+    assert torch.allclose(step.scores, torch.tensor([[math.log(0.5), math.log(0.3)]]))
+    assert (step.finished == NEG_INF).all()
+
+
+def test_eos_in_the_top_k_finishes_and_the_next_candidate_stays_alive():
+    scores = torch.tensor([[math.log(0.6), math.log(0.4)]])
+    step = beam_step(scores, lp({EOS_ID: 0.7, 5: 0.2}, {6: 0.9}), EOS_ID)
+    # candidates: 0.42 </s> (beam 0), 0.36 tok 6 (beam 1), 0.12 tok 5 (beam 0)
+    assert step.finished[0, 0].item() == pytest.approx(math.log(0.42))
+    assert step.finished_origins[0, 0].item() == 0 and step.finished[0, 1].item() == NEG_INF
+    assert step.tokens.tolist() == [[6, 5]] and step.origins.tolist() == [[1, 0]]
+    assert step.scores[0].tolist() == pytest.approx([math.log(0.36), math.log(0.12)])
+
+
+def test_eos_outside_the_top_k_finishes_nothing():
+    scores = torch.tensor([[math.log(0.5), math.log(0.5)]])
+    step = beam_step(scores, lp({5: 0.5, 6: 0.4, EOS_ID: 0.05}, {7: 0.5, 8: 0.4}), EOS_ID)
+    assert (step.finished == NEG_INF).all()
+    assert sorted(step.tokens[0].tolist()) == [5, 7]
+
+
+def test_beam_finds_what_greedy_misses():
+    """Greedy takes 5 (0.6) and then can only go on with 0.32; the beam keeps 6 (0.4), whose
+    continuation is all but certain: 0.4 * 0.99 > 0.6 * 0.32 * 0.99."""
+    table = {(): {5: 0.6, 6: 0.4}, (5,): {7: 0.32, 8: 0.3, 9: 0.28}, (6,): {EOS_ID: 0.99},
+             (5, 7): {EOS_ID: 0.99}, (5, 8): {EOS_ID: 0.99}, (5, 9): {EOS_ID: 0.99}}
+
+    def run(K):
+        scores = torch.full((1, K), NEG_INF)
+        scores[0, 0] = 0.0
+        prefixes, done = [()] * K, []
+        for _ in range(3):
+            step = beam_step(scores, lp(*[table.get(p, {EOS_ID: 0.99}) for p in prefixes]), EOS_ID)
+            for j in range(K):
+                if step.finished[0, j] > NEG_INF:
+                    done.append((step.finished[0, j].item(), prefixes[step.finished_origins[0, j]]))
+            prefixes = [prefixes[o] + (t,) for o, t in zip(step.origins[0].tolist(), step.tokens[0].tolist())]
+            scores = step.scores
+        return max(done)
+
+    assert run(1)[1] == (5, 7) and run(2)[1] == (6,)
+    assert run(2)[0] == pytest.approx(math.log(0.4 * 0.99))
+
+
+def test_sample_step_scores_with_the_model_and_top_k_one_is_argmax():
+    log_probs = lp({5: 0.5, 6: 0.3}).expand(4, 1, V).contiguous()
+    scores = torch.zeros(4, 1)
+    step = sample_step(scores, log_probs, EOS_ID, temperature=0.7, top_k=1)
+    assert step.tokens.view(-1).tolist() == [5] * 4
+    assert step.scores.view(-1).tolist() == pytest.approx([math.log(0.5)] * 4)
+    nucleus = sample_step(scores, log_probs, EOS_ID, top_p=0.45, generator=torch.Generator().manual_seed(0))
+    assert nucleus.tokens.view(-1).tolist() == [5] * 4
+    wide = [sample_step(scores, log_probs, EOS_ID, top_p=0.8, generator=torch.Generator().manual_seed(s))
+            for s in range(20)]
+    assert {t for w in wide for t in w.tokens.view(-1).tolist()} == {5, 6}
+
+
+def test_repeated_ngrams_are_blocked():
+    log_probs = torch.zeros(2, V)
+    history = torch.tensor([[5, 6, 7, 5, 6], [5, 6, 7, 8, 9]])
+    block_repeated_ngrams(log_probs, history, 3)
+    assert (log_probs[0] == NEG_INF).nonzero().view(-1).tolist() == [7]  # "5 6 7" again
+    assert not (log_probs[1] == NEG_INF).any()
+    block_repeated_ngrams(log_probs, history, 1)  # unigrams: nothing seen may come back
+    assert (log_probs[1] == NEG_INF).nonzero().view(-1).tolist() == [5, 6, 7, 8, 9]
+
+
+def test_length_penalty_is_gnmt():
+    assert length_penalty(1, 0.6) == 1.0
+    assert length_penalty(10, 0.6) == pytest.approx((15 / 6) ** 0.6)
+    assert length_penalty(10, 0.0) == 1.0
+
+
+# --------------------------------------------------------------------------- the whole search
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = ModelConfig(src_vocab_size=40, tgt_vocab_size=40, d_model=32, heads=4, ff=64, encoder_layers=2,
+                      decoder_layers=2, dropout=0.0, share_embeddings=True)
+    return Seq2SeqTransformer(cfg).eval()
+
+
+def sources(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(4, 40, (int(torch.randint(1, 14, (1,), generator=g)),), generator=g).tolist() + [EOS_ID]
+            for _ in range(n)]
+
+
+def padded(rows):
+    S = max(map(len, rows))
+    return torch.tensor([r + [PAD_ID] * (S - len(r)) for r in rows])
+
+
+def naive_greedy(model, src, max_len):
+    """Recompute the whole prefix every step, one sentence, argmax over everything but <pad>/<s>."""
+    x = torch.tensor([src])
+    memory, out = model.encode(x), [BOS_ID]
+    for _ in range(max_len):
+        scores = model.decode(torch.tensor([out]), memory, x == PAD_ID)[0, -1]
+        scores[[PAD_ID, BOS_ID]] = NEG_INF
+        token = int(scores.argmax())
+        if token == EOS_ID:
+            break
+        out.append(token)
+    return out[1:]
+
+
+def teacher_forced_logprob(model, src, tokens):
+    tgt_in = torch.tensor([[BOS_ID] + tokens])
+    log_probs = model(torch.tensor([src]), tgt_in)[0].float().log_softmax(-1)
+    return log_probs.gather(1, torch.tensor([tokens + [EOS_ID]]).T).sum().item()
+
+
+@torch.inference_mode()
+def test_beam_one_is_exactly_greedy(model):
+    rows = sources(12)
+    expected = [naive_greedy(model, r, 15) for r in rows]
+    assert greedy_search(model, padded(rows), 15, BOS_ID, EOS_ID) == expected
+    cfg = SearchConfig(beam=1, alpha=0.6, max_len_a=0.0, max_len_b=15)
+    assert [h[0].tokens for h in beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID)] == expected
+
+
+def same(a, b):
+    return all([h.tokens for h in x] == [h.tokens for h in y]
+               and all(h.score == pytest.approx(k.score, abs=1e-4) for h, k in zip(x, y)) for x, y in zip(a, b))
+
+
+@torch.inference_mode()
+def test_cached_decoding_matches_recomputing_from_scratch(model):
+    rows = sources(8)
+    cfg = SearchConfig(beam=4, nbest=4, alpha=0.6, max_len_a=1.0, max_len_b=4, no_repeat_ngram=2)
+    cached = beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID)
+    recomputed = beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID, use_cache=False)
+    assert same(cached, recomputed)
+
+
+@torch.inference_mode()
+def test_a_sentence_alone_decodes_as_in_a_mixed_batch(model):
+    rows = sources(10, seed=3)
+    cfg = SearchConfig(beam=5, nbest=3, alpha=0.6, max_len_a=1.2, max_len_b=5)
+    batch = beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID)
+    alone = [beam_search(model, torch.tensor([r]), cfg, BOS_ID, EOS_ID)[0] for r in rows]
+    assert same(batch, alone)
+
+
+@torch.inference_mode()
+def test_larger_beams_never_score_lower_without_length_penalty(model):
+    rows = sources(30, seed=5)
+    best = {}
+    for K in (1, 2, 4, 8):
+        cfg = SearchConfig(beam=K, alpha=0.0, max_len_a=1.0, max_len_b=5)
+        best[K] = [h[0].score for h in beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID)]
+    for K in (2, 4, 8):
+        assert all(b >= g - 1e-5 for b, g in zip(best[K], best[1])), K
+    assert sum(best[8]) > sum(best[1])  # and it does find better ones
+
+
+@torch.inference_mode()
+def test_hypotheses_respect_lengths_ngrams_and_carry_true_scores(model):
+    rows = sources(10, seed=7)
+    cfg = SearchConfig(beam=4, nbest=4, alpha=0.6, max_len_a=1.0, max_len_b=3, min_len=2, no_repeat_ngram=2)
+    for r, hyps in zip(rows, beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID)):
+        assert len(hyps) == 4 and [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        assert len({tuple(h.tokens) for h in hyps}) == 4
+        for h in hyps:
+            assert 2 <= len(h.tokens) <= len(r) + 3
+            bigrams = list(zip(h.tokens, h.tokens[1:]))
+            assert len(bigrams) == len(set(bigrams))
+            assert h.logprob == pytest.approx(teacher_forced_logprob(model, r, h.tokens), abs=1e-4)
+            assert h.score == pytest.approx(h.logprob / length_penalty(len(h.tokens) + 1, 0.6))
+
+
+@torch.inference_mode()
+def test_sampling_is_reproducible_and_top_k_one_is_greedy(model):
+    rows = sources(6, seed=9)
+    cfg = SearchConfig(sample=True, nbest=3, temperature=1.5, max_len_a=1.0, max_len_b=5)
+    a = sample(model, padded(rows), cfg, BOS_ID, EOS_ID, torch.Generator().manual_seed(4))
+    b = sample(model, padded(rows), cfg, BOS_ID, EOS_ID, torch.Generator().manual_seed(4))
+    assert same(a, b) and all(len(h) == 3 for h in a)
+    for r, hyps in zip(rows, a):
+        for h in hyps:
+            assert h.logprob == pytest.approx(teacher_forced_logprob(model, r, h.tokens), abs=1e-4)
+    greedy = SearchConfig(sample=True, top_k=1, max_len_a=0.0, max_len_b=15)
+    got = sample(model, padded(rows), greedy, BOS_ID, EOS_ID, torch.Generator().manual_seed(0))
+    assert [h[0].tokens for h in got] == [naive_greedy(model, r, 15) for r in rows]
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(ValueError, match="nbest"):
+        SearchConfig(beam=2, nbest=3)
+    with pytest.raises(ValueError, match="temperature"):
+        SearchConfig(sample=True, temperature=0)
