@@ -120,3 +120,153 @@ def load_model_state(path: Path, device: str | torch.device = "cpu") -> tuple[di
     except (KeyError, json.JSONDecodeError):
         raise TxError(f"{path}: not a tx model file (no model configuration in its metadata)") from None
     return config, tensors, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# training checkpoints: one directory each, written whole into a temp folder and renamed in place
+#
+#   checkpoints/last/           model.safetensors, trainer.safetensors (optimizer, RNG), state.json
+#   checkpoints/step-000750/    model.safetensors, state.json (step and validation scores)
+
+LAST_CHECKPOINT = "last"
+CHECKPOINT_MODEL = "model.safetensors"
+CHECKPOINT_TRAINER = "trainer.safetensors"
+CHECKPOINT_STATE = "state.json"
+
+
+def step_checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def write_dir_atomic(path: Path, write: Any) -> None:
+    """Build a directory with `write(tmp_dir)`, then move it into place. Replacing an existing
+    directory takes two renames (old out of the way, new in); `resolve_checkpoint_dir` finds the
+    old one should a crash fall between them."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        write(tmp)
+        old = path.with_name(f".{path.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def resolve_checkpoint_dir(path: Path) -> Path:
+    """The directory itself, or the complete previous one a crash mid-replacement left behind."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.is_dir() and old.is_dir():
+        return old
+    return path
+
+
+def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split `optimizer.state_dict()` into tensors (safetensors) and everything else (JSON)."""
+    tensors, plain_state = {}, {}
+    for index, param_state in state["state"].items():
+        plain = {}
+        for key, value in param_state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                plain[key] = value
+        plain_state[str(index)] = plain
+    return tensors, {"param_groups": state["param_groups"], "state": plain_state}
+
+
+def optimizer_from_tensors(tensors: dict[str, torch.Tensor], plain: dict) -> dict:
+    """Inverse of `optimizer_to_tensors`: a dict for `optimizer.load_state_dict`."""
+    state: dict[int, dict] = {int(i): dict(values) for i, values in plain["state"].items()}
+    for name, value in tensors.items():
+        if name.startswith("optim."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_training_checkpoint(path: Path, model: torch.nn.Module, model_config: dict,
+                             trainer_tensors: dict[str, torch.Tensor], state: dict) -> None:
+    """Everything a resumed run needs, as one atomically written directory."""
+
+    def write(tmp: Path) -> None:
+        save_model(tmp / CHECKPOINT_MODEL, model, model_config)
+        save_tensors(tmp / CHECKPOINT_TRAINER, trainer_tensors)
+        write_json_atomic(tmp / CHECKPOINT_STATE, state)
+
+    write_dir_atomic(path, write)
+
+
+def save_weights_checkpoint(path: Path, model: torch.nn.Module, model_config: dict, state: dict) -> None:
+    """Weights and a little JSON (step, scores): what averaging and picking the best need."""
+
+    def write(tmp: Path) -> None:
+        save_model(tmp / CHECKPOINT_MODEL, model, model_config)
+        write_json_atomic(tmp / CHECKPOINT_STATE, state)
+
+    write_dir_atomic(path, write)
+
+
+def load_training_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """(model config, model state dict, trainer tensors, state JSON) of a checkpoint directory;
+    anything missing or damaged is a TxError naming the file."""
+    path = resolve_checkpoint_dir(path)
+    if not path.is_dir():
+        raise TxError(f"{path}: no checkpoint to resume from")
+    state = read_json(path / CHECKPOINT_STATE)
+    if not isinstance(state, dict) or "step" not in state:
+        raise TxError(f"{path / CHECKPOINT_STATE}: damaged (no training step recorded)")
+    config, weights, _ = load_model_state(path / CHECKPOINT_MODEL)
+    trainer, _ = load_tensors(path / CHECKPOINT_TRAINER)
+    return config, weights, trainer, state
+
+
+def list_step_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+    """(step, directory) of every complete step-NNNNNN checkpoint, oldest first."""
+    found = []
+    for child in Path(checkpoint_dir).glob("step-*"):
+        if child.is_dir() and child.name[5:].isdigit() and (child / CHECKPOINT_MODEL).is_file():
+            found.append((int(child.name[5:]), child))
+    return sorted(found)
+
+
+def average_state_dicts(paths: list[Path]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Element-wise mean of the weights in several model files (same configuration), summed in
+    float64 so the order of the files does not change the result."""
+    if not paths:
+        raise TxError("no checkpoints to average")
+    config, first, _ = load_model_state(paths[0])
+    dtypes = {name: t.dtype for name, t in first.items()}
+    total = {name: t.to(torch.float64) for name, t in first.items()}
+    for path in paths[1:]:
+        other_config, weights, _ = load_model_state(path)
+        if other_config != config:
+            raise TxError(f"{path}: model configuration differs from {paths[0]}; cannot average")
+        if weights.keys() != total.keys():
+            raise TxError(f"{path}: weight names differ from {paths[0]}; cannot average")
+        for name, t in weights.items():
+            total[name] += t.to(torch.float64)
+    return config, {name: (t / len(paths)).to(dtypes[name]) for name, t in total.items()}

@@ -112,6 +112,54 @@ def train_tokenizer(
     err.print(f"vocabulary: source {src_tok.vocab_size}, target {tgt_tok.vocab_size}")
 
 
+@app.command("train")
+@user_errors
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    set_: Optional[List[str]] = SetOption,
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run directory's last checkpoint."),
+):
+    """Train a model (and its tokenizer, if the run directory has none) into the recipe's run directory.
+
+    Runs on one process, or on several with DistributedDataParallel under
+    `torchrun --nproc_per_node=N $(which tx) train RECIPE`. Ctrl-C saves a checkpoint first.
+    """
+    from .commands.train import describe, train as run_training
+    from .progress import train_progress
+
+    r = _load(recipe, set_)
+    with train_progress(err, describe) as progress:
+        result = run_training(r, resume=resume, progress=progress.event)
+    if result.rank != 0:
+        return
+    if result.best_score is not None:
+        err.print(f"best {result.metric} {result.best_score:.2f} at step {result.best_step}: "
+                  f"{_escape(str(result.run_dir / 'model.safetensors'))}")
+    if result.reason == "interrupted":
+        again = " ".join(["tx train", str(recipe), *(f"--set {s}" for s in set_ or []), "--resume"])
+        err.print(f"stopped by {result.signal} at step {result.step}; checkpoint saved. "
+                  f"Resume with: {_escape(again)}")
+        raise typer.Exit(130 if result.signal == "SIGINT" else 143)
+
+
+@app.command("average")
+@user_errors
+def average(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    best: Optional[int] = typer.Option(None, "--best", help="Average the N best step checkpoints."),
+    last: Optional[int] = typer.Option(None, "--last", help="Average the N latest step checkpoints."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Where to write (default: RUN_DIR/model.safetensors)."),
+):
+    """Average the weights of several checkpoints into one model file."""
+    from .commands.average import average as run_average
+
+    result = run_average(run_dir, best=best, last=last, output=output)
+    steps = ", ".join(str(s) for s in result.steps)
+    err.print(f"averaged the {len(result.steps)} {result.how} checkpoints (steps {steps}) into "
+              f"{_escape(str(result.output))}")
+
+
 def main() -> None:
     app()
 

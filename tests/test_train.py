@@ -1,0 +1,271 @@
+"""tx train, in process: batching, schedule, loss, accumulation, resume, checkpoints, averaging."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from txcli import checkpoint as ckpt
+from txcli.batching import BatchStream, EncodedPairs, encode_pairs, length_buckets
+from txcli.commands.average import average
+from txcli.commands.run import open_run
+from txcli.commands.train import train
+from txcli.errors import TxError, UsageError
+from txcli.recipe import load_recipe
+from txcli.search import greedy_search
+from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from txcli.training import Trainer, lr_at, smoothed_loss_sum
+
+from .conftest import make_corpus
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The runs below use one thread (tiny models; and no spinning against other processes on a
+    busy machine); put the process-wide setting back for the tests that follow."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(path: Path, *overrides: str):
+    return load_recipe(path, ["train.threads=1", *overrides])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / ckpt.METRICS_FILE).read_text().splitlines()]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in metrics(run_dir) if e["event"] == "log"}
+
+
+# --------------------------------------------------------------------------- batching
+
+
+def _split_words(texts):
+    return [[4 + (hash(w) % 50) for w in t.split()] for t in texts]
+
+
+def _stream(tmp_path: Path, n=300, **kw) -> BatchStream:
+    src, tgt = make_corpus(tmp_path, n=n)
+    pairs = list(zip(src.read_text().splitlines(), tgt.read_text().splitlines()))
+    args = dict(max_len=8, batch_tokens=64, seed=3)
+    args.update(kw)
+    return BatchStream(lambda: iter(pairs), _split_words, _split_words, **args)
+
+
+def test_batches_respect_the_budget_cover_each_pair_once_and_reshuffle(tmp_path: Path):
+    stream = _stream(tmp_path)
+    epochs = []
+    for epoch in (1, 2):
+        batches = list(stream.epoch(epoch))
+        for b in batches:
+            assert b.src.numel() <= 64 or b.src.size(0) == 1
+            assert b.tgt_out.size() == b.tgt_in.size() and (b.tgt_in[:, 0] == BOS_ID).all()
+            assert b.n_tgt_tokens == int((b.tgt_out != PAD_ID).sum())
+            assert ((b.tgt_out == EOS_ID).sum(1) == 1).all()
+        rows = sorted(tuple(r[r != PAD_ID].tolist()) for b in batches for r in b.src)
+        epochs.append((rows, [b.src[0].tolist() for b in batches]))
+    assert epochs[0][0] == epochs[1][0]  # the same pairs each epoch ...
+    assert epochs[0][1] != epochs[1][1]  # ... in another order
+    again = [b.src[0].tolist() for b in _stream(tmp_path).epoch(1)]
+    assert again == epochs[0][1]  # the order is a function of (seed, epoch)
+
+
+def test_length_filter_counts_and_low_padding(tmp_path: Path):
+    kept: list[int] = []
+    pairs = [("a b c", "x y"), ("", "x"), ("a " * 20, "x"), ("a b", "x y z")]
+    pool, stats = encode_pairs(pairs, _split_words, _split_words, max_len=8, kept=kept)
+    assert (stats.kept, stats.too_long, stats.empty, kept) == (2, 1, 1, [0, 3])
+    lengths = np.random.default_rng(0).integers(1, 40, size=2000)
+    batches = length_buckets(lengths, lengths, 400, np.random.default_rng(1))
+    padded = sum(len(b) * (lengths[b].max() + 1) for b in batches)
+    assert sum(len(b) for b in batches) == 2000
+    assert max(len(b) * (lengths[b].max() + 1) for b in batches) <= 400
+    assert (lengths + 1).sum() / padded > 0.95  # bucketing keeps padding low
+
+
+def test_ranks_get_disjoint_equal_shares_and_resume_skips(tmp_path: Path):
+    whole = [b.src.tolist() for b in _stream(tmp_path).epoch(1)]
+    shards = [[b.src.tolist() for b in _stream(tmp_path, rank=r, world_size=2).epoch(1)] for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1])
+    assert shards[0] == whole[0::2][: len(shards[0])] and shards[1] == whole[1::2][: len(shards[1])]
+    assert [b.src.tolist() for b in _stream(tmp_path).epoch(1, skip=5)] == whole[5:]
+    pooled = [b.src.tolist() for b in _stream(tmp_path, pool_size=70).epoch(1)]  # several pools
+    flat = lambda bs: sorted(tuple(x for x in r if x != PAD_ID) for b in bs for r in b)  # noqa: E731
+    assert flat(pooled) == flat(whole)
+
+
+# --------------------------------------------------------------------------- schedule, loss, accumulation
+
+
+def test_schedules_match_their_formulas():
+    assert lr_at(50, 1e-3, 100, "inverse_sqrt", 1000) == pytest.approx(5e-4)
+    assert lr_at(100, 1e-3, 100, "inverse_sqrt", 1000) == pytest.approx(1e-3)
+    assert lr_at(400, 1e-3, 100, "inverse_sqrt", 1000) == pytest.approx(1e-3 * math.sqrt(100 / 400))
+    assert lr_at(25, 1e-3, 100, "cosine", 1100, min_lr=1e-5) == pytest.approx(2.5e-4)
+    assert lr_at(600, 1e-3, 100, "cosine", 1100, min_lr=1e-5) == pytest.approx(1e-5 + (1e-3 - 1e-5) * 0.5)
+    assert lr_at(1100, 1e-3, 100, "cosine", 1100, min_lr=1e-5) == pytest.approx(1e-5)
+    assert lr_at(5000, 1e-3, 100, "cosine", 1100, min_lr=1e-5) == pytest.approx(1e-5)
+
+
+def test_loss_ignores_padding_and_smooths():
+    logits = torch.randn(2, 3, 7)
+    target = torch.tensor([[4, 5, PAD_ID], [6, PAD_ID, PAD_ID]])
+    plain = smoothed_loss_sum(logits, target, 0.0)
+    lp = logits.log_softmax(-1)
+    expected = -(lp[0, 0, 4] + lp[0, 1, 5] + lp[1, 0, 6])
+    assert plain == pytest.approx(float(expected), rel=1e-5)
+    eps = 0.1
+    smooth = sum((1 - eps) * -lp[i, j, t] + eps * -lp[i, j].mean() for i, j, t in [(0, 0, 4), (0, 1, 5), (1, 0, 6)])
+    assert smoothed_loss_sum(logits, target, eps) == pytest.approx(float(smooth), rel=1e-5)
+
+
+def _tiny_trainer(tiny_recipe: Path, *overrides: str) -> Trainer:
+    from txcli.commands.run import model_config
+    from txcli.commands.tokenize import load_tokenizers, train_tokenizers
+    from txcli.model import Seq2SeqTransformer
+
+    recipe = tiny(tiny_recipe, *overrides)
+    train_tokenizers(recipe)
+    src_tok, tgt_tok = load_tokenizers(recipe.run_dir, True)
+    torch.manual_seed(0)
+    cfg = model_config(recipe, src_tok.vocab_size, tgt_tok.vocab_size)
+    stream = BatchStream(lambda: iter(()), src_tok.encode_batch, tgt_tok.encode_batch, max_len=32,
+                         batch_tokens=256, seed=1)
+    trainer = Trainer(Seq2SeqTransformer(cfg), cfg.to_dict(), recipe.train, stream, None, recipe.run_dir,
+                      torch.device("cpu"))
+    trainer.src_tok = src_tok
+    return trainer
+
+
+def test_two_half_batches_give_the_gradients_of_one_full_batch(tiny_recipe: Path):
+    trainer = _tiny_trainer(tiny_recipe)
+    lines = Path(tiny_recipe.parent / "train.src").read_text().splitlines()[:16]
+    tgts = Path(tiny_recipe.parent / "train.tgt").read_text().splitlines()[:16]
+    enc = trainer.src_tok.encode_batch
+    pool = EncodedPairs([np.array(x) for x in enc(lines)], [np.array(x) for x in enc(tgts)])
+    full = pool.make_batch(np.arange(16))
+    halves = [pool.make_batch(np.arange(8)), pool.make_batch(np.arange(8, 16))]
+
+    def grads(batches):
+        trainer.accumulate_gradients(batches, float(sum(b.n_tgt_tokens for b in batches)))
+        return [p.grad.clone() for p in trainer.model.parameters()]
+
+    for g_full, g_acc in zip(grads([full]), grads(halves)):
+        torch.testing.assert_close(g_acc, g_full, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- whole runs
+
+
+def test_a_few_steps_lower_the_loss_and_the_run_dir_is_complete(tiny_recipe: Path):
+    recipe = tiny(tiny_recipe, "train.max_steps=40", "train.eval_every=20")
+    result = train(recipe)
+    run_dir = recipe.run_dir
+    assert result.reason == "max_steps" and result.step == 40
+    curve = losses(run_dir)
+    assert curve[40] < 0.75 * curve[5]
+    for name in ("recipe.yaml", "tokenizer.json", "model.safetensors", "metrics.jsonl", "train.log",
+                 "checkpoints/last/model.safetensors", "checkpoints/last/trainer.safetensors",
+                 "checkpoints/last/state.json", "checkpoints/step-000020", "checkpoints/step-000040"):
+        assert (run_dir / name).exists(), name
+    events = metrics(run_dir)
+    valid = [e for e in events if e["event"] == "valid"]
+    assert [e["step"] for e in valid] == [20, 40]
+    assert {"loss", "ppl", "bleu", "chrf", "best", "elapsed"} <= set(valid[0])
+    assert {"step", "epoch", "elapsed", "loss", "lr", "tokens_per_s"} <= set(events[1])
+    assert events[-1]["event"] == "end" and events[-1]["reason"] == "max_steps"
+    assert any(e["event"] == "epoch" and e["dropped_too_long"] > 0 for e in events)
+    run = open_run(run_dir, device="cpu")  # what translate / attention-dump / inspect load
+    assert greedy_search(run.model, torch.tensor([[5, 6, EOS_ID]]), 5, BOS_ID, EOS_ID)
+
+
+def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, tiny_recipe: Path):
+    common = ["model.dropout=0.2", "train.max_steps=30", "train.log_every=1", "train.eval_every=100"]
+    unbroken = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'a'}"])
+    train(unbroken)
+    broken = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'b'}", "train.max_steps=12"])
+    train(broken)
+    resumed = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'b'}"])
+    train(resumed, resume=True)  # crosses an epoch boundary (17 batches an epoch)
+    a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
+    assert sorted(b) == list(range(1, 31))  # no step logged twice
+    for step in range(13, 31):
+        assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
+    ends = [e for e in metrics(tmp_path / "b") if e["event"] == "end"]
+    assert [e["step"] for e in ends] == [12, 30] and ends[1]["elapsed"] > ends[0]["elapsed"]
+
+
+def test_fresh_run_over_a_trained_one_and_bad_resumes_are_refused(tiny_recipe: Path):
+    recipe = tiny(tiny_recipe, "train.max_steps=2")
+    with pytest.raises(UsageError, match="nothing to resume"):
+        train(recipe, resume=True)
+    train(recipe)
+    with pytest.raises(UsageError, match="--resume"):
+        train(recipe)
+    with pytest.raises(UsageError, match="'model' differs"):
+        train(tiny(tiny_recipe, "train.max_steps=4", "model.ff=48"), resume=True)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "json"])
+def test_damaged_last_checkpoint_is_a_clear_error(tiny_recipe: Path, damage: str):
+    recipe = tiny(tiny_recipe, "train.max_steps=2")
+    train(recipe)
+    last = recipe.run_dir / "checkpoints" / "last"
+    if damage == "truncate":
+        path = last / "trainer.safetensors"
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path = last / "state.json"
+        path.write_text('{"step": 2, "train_st')
+    with pytest.raises(TxError, match=f"{path.name}: damaged"):
+        train(tiny(tiny_recipe, "train.max_steps=4"), resume=True)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_recipe: Path, monkeypatch):
+    import txcli.training as training
+
+    calls = {"n": 0}
+    real = training.smoothed_loss_sum
+
+    def sometimes_nan(logits, target, smoothing):
+        calls["n"] += 1
+        loss = real(logits, target, smoothing)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(training, "smoothed_loss_sum", sometimes_nan)
+    recipe = tiny(tiny_recipe, "train.max_steps=20", "train.eval_every=3", "train.valid_max_sentences=2")
+    with pytest.raises(TxError, match="loss became nan at step .*last good checkpoint"):
+        train(recipe)
+    state = json.loads((recipe.run_dir / "checkpoints/last/state.json").read_text())
+    assert state["step"] == 3
+    assert metrics(recipe.run_dir)[-1]["event"] == "end" and metrics(recipe.run_dir)[-1]["reason"] == "nan"
+
+
+def test_average_of_best_checkpoints_loads_and_translates(tiny_recipe: Path):
+    recipe = tiny(tiny_recipe, *["train.max_steps=8", "train.eval_every=2", "train.keep_best=2",
+                                       "train.keep_last=0", "train.early_stop.metric=loss"])
+    train(recipe)
+    run_dir = recipe.run_dir
+    kept = ckpt.list_step_checkpoints(run_dir / "checkpoints")
+    assert len(kept) == 2  # pruned to the best two by validation loss
+    result = average(run_dir, best=2)
+    assert result.steps == [s for s, _ in kept] and result.output == run_dir / "model.safetensors"
+    _, a, _ = ckpt.load_model_state(kept[0][1] / "model.safetensors")
+    _, b, _ = ckpt.load_model_state(kept[1][1] / "model.safetensors")
+    _, avg, meta = ckpt.load_model_state(run_dir / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(avg[name], (a[name] + b[name]) / 2)
+    assert meta["tx.averaged_steps"] == ",".join(str(s) for s, _ in kept)
+    run = open_run(run_dir, device="cpu")
+    assert run.model.out_proj.weight is run.model.tgt_embed.weight
+    assert greedy_search(run.model, torch.tensor([[5, 6, EOS_ID]]), 5, BOS_ID, EOS_ID)
+    with pytest.raises(UsageError, match="2 step checkpoint"):
+        average(run_dir, last=3)

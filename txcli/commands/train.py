@@ -1,0 +1,293 @@
+"""`tx train`: recipe -> tokenizer (if the run has none) -> model, data, trainer -> run directory.
+
+Works the same alone and under `torchrun --nproc_per_node=N`: with WORLD_SIZE > 1 in the
+environment every process trains its share of the batches with DistributedDataParallel, and
+only rank 0 writes files and reports progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .. import checkpoint as ckpt
+from ..batching import BatchStream, encode_pairs
+from ..data import read_pairs
+from ..errors import TxError, UsageError
+from ..model import Seq2SeqTransformer
+from ..recipe import Recipe, dump_yaml
+from ..training import Dist, Trainer, Validator
+from .run import model_config, pick_device, read_run_recipe
+from .tokenize import load_tokenizers, train_tokenizers
+
+METRIC_EVENTS = {"start", "log", "valid", "epoch", "end", "error"}  # what goes to metrics.jsonl
+SAME_ON_RESUME = ("tokenizer", "model")  # recipe sections a resumed run may not change
+
+
+@dataclass
+class TrainResult:
+    reason: str  # max_steps | max_minutes | early_stop | interrupted
+    signal: Optional[str]
+    step: int
+    metric: str
+    best_step: int
+    best_score: Optional[float]
+    run_dir: Path
+    elapsed: float
+    rank: int  # only rank 0 reports
+    model: torch.nn.Module  # the weights as training left them (the last step, not the best)
+
+
+def train(recipe: Recipe, resume: bool = False, progress: Callable[[dict], None] = lambda e: None) -> TrainResult:
+    """Train the recipe's model into its run directory (see module docstring)."""
+    dist = _init_distributed(recipe.train.device)
+    try:
+        return _train(recipe, resume, progress, dist)
+    finally:
+        if dist.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
+    run_dir = recipe.run_dir
+    cfg = recipe.train
+    if dist.is_main:
+        _check_run_dir(recipe, resume)
+    dist.barrier()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = _device(cfg.device, dist)
+    src_tok, tgt_tok = _tokenizers(recipe, dist, progress)
+
+    torch.manual_seed(recipe.seed)  # the same initial weights on every rank and every fresh run
+    mcfg = model_config(recipe, src_tok.vocab_size, tgt_tok.vocab_size)
+    model = Seq2SeqTransformer(mcfg).to(device)
+    train_model = _wrap_ddp(model, device, dist)
+    torch.manual_seed(recipe.seed * 1000 + dist.rank)  # dropout differs between ranks
+
+    stream = BatchStream(lambda: read_pairs(recipe.data.train), src_tok.encode_batch, tgt_tok.encode_batch,
+                         max_len=recipe.data.max_len, batch_tokens=cfg.batch_tokens, seed=recipe.seed,
+                         pool_size=cfg.pool_size, rank=dist.rank, world_size=dist.world_size)
+    validator = _validator(recipe, src_tok, tgt_tok, device) if dist.is_main else None
+    sink = RunLog(run_dir, progress, recipe.train.tensorboard) if dist.is_main else None
+    trainer = Trainer(model, mcfg.to_dict(), cfg, stream, validator, run_dir, device, dist,
+                      on_event=sink.event if sink else (lambda e: None), train_model=train_model)
+    if resume:
+        trainer.load(run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
+    if sink:
+        sink.open(resume_step=trainer.state.step if resume else None)
+        ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
+        sink.event({"event": "setup", "params": sum(p.numel() for p in model.parameters()),
+                    "max_steps": cfg.max_steps, "max_minutes": cfg.max_minutes, "resumed": resume,
+                    "valid_pairs": validator.size if validator else 0})
+    caught: dict = {}
+    try:
+        with _stop_on_signals(trainer, caught):
+            reason = trainer.fit()
+    finally:
+        if sink:
+            sink.close()
+    if reason == "nan":
+        raise TxError(trainer.nan_message)
+    s = trainer.state
+    return TrainResult(reason, caught.get("name"), s.step, trainer.metric, s.best_step, s.best_score,
+                       run_dir, s.elapsed, dist.rank, model)
+
+
+# --------------------------------------------------------------------------- setup
+
+
+def _check_run_dir(recipe: Recipe, resume: bool) -> None:
+    run_dir = recipe.run_dir
+    last = ckpt.resolve_checkpoint_dir(run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
+    if resume:
+        if not last.is_dir():
+            raise UsageError(f"{run_dir}: nothing to resume (no {ckpt.CHECKPOINTS}/{ckpt.LAST_CHECKPOINT}); "
+                             "start the run without --resume")
+        saved = read_run_recipe(run_dir)
+        for section in SAME_ON_RESUME:
+            if getattr(saved, section) != getattr(recipe, section):
+                raise UsageError(f"{run_dir / ckpt.RECIPE_FILE}: '{section}' differs from the recipe given; "
+                                 "a resumed run must keep the model and tokenizer it started with")
+        return
+    if last.is_dir() or (run_dir / ckpt.MODEL_FILE).exists():
+        raise UsageError(f"{run_dir}: already holds a trained run; continue it with --resume, "
+                         "or set another run_dir (e.g. --set run_dir=runs/NEW)")
+
+
+def _tokenizers(recipe: Recipe, dist: Dist, progress):
+    src_path, tgt_path = ckpt.tokenizer_files(recipe.run_dir, recipe.tokenizer.joint)
+    if dist.is_main and not (src_path.is_file() and tgt_path.is_file()):
+        progress({"event": "tokenizer", "message": f"training {recipe.tokenizer.kind} tokenizer "
+                                                   f"({recipe.tokenizer.vocab_size} subwords)"})
+        train_tokenizers(recipe, force=True)
+    dist.barrier()
+    return load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
+
+
+def _init_distributed(device_name: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    rank = int(os.environ["RANK"])
+    backend = "nccl" if pick_device(device_name).type == "cuda" else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    torch.distributed.init_process_group(backend)
+    return Dist(rank=rank, world_size=world)
+
+
+def _device(name: str, dist: Dist) -> torch.device:
+    device = pick_device(name)
+    if device.type == "cuda" and dist.world_size > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def _wrap_ddp(model: torch.nn.Module, device: torch.device, dist: Dist) -> torch.nn.Module:
+    if dist.world_size == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's initial weights
+
+
+def _validator(recipe: Recipe, src_tok, tgt_tok, device) -> Validator:
+    pairs = list(read_pairs(recipe.data.valid))
+    kept: list[int] = []
+    encoded, _ = encode_pairs(pairs, src_tok.encode_batch, tgt_tok.encode_batch, recipe.data.max_len, kept)
+    if len(encoded) == 0:
+        raise UsageError(f"{recipe.data.valid.files()[0]}: no validation pairs within data.max_len")
+    refs = [pairs[i][1] for i in kept]
+    return Validator(encoded, refs, tgt_tok.decode_batch, recipe.decode.batch_tokens,
+                     recipe.decode.max_len_a, recipe.decode.max_len_b, recipe.train.valid_max_sentences,
+                     device)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer: Trainer, caught: dict):
+    """SIGINT/SIGTERM ask the trainer to save and stop after the current step; a second one
+    acts at once (the checkpoint on disk stays whole: every write is atomic)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        caught.setdefault("name", signal.Signals(signum).name)
+        trainer.request_stop(signal.Signals(signum).name)
+        signal.signal(signum, previous[signum])
+
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+# --------------------------------------------------------------------------- run files
+
+
+class RunLog:
+    """Turns trainer events into metrics.jsonl (one JSON object a line), train.log (for people),
+    TensorBoard scalars when asked for, and the caller's progress callback."""
+
+    def __init__(self, run_dir: Path, progress: Callable[[dict], None], tensorboard: bool):
+        self.run_dir, self.progress, self.want_tensorboard = Path(run_dir), progress, tensorboard
+        self.metrics = self.log = self.tb = None
+
+    def open(self, resume_step: Optional[int]) -> None:
+        metrics_path = self.run_dir / ckpt.METRICS_FILE
+        if resume_step is None:
+            ckpt.write_text_atomic(metrics_path, "")
+        else:  # drop what was logged after the checkpoint: those steps are trained again
+            ckpt.write_text_atomic(metrics_path, "".join(_lines_up_to(metrics_path, resume_step)))
+        self.metrics = open(metrics_path, "a", encoding="utf-8")
+        self.log = open(self.run_dir / ckpt.LOG_FILE, "a" if resume_step is not None else "w", encoding="utf-8")
+        if self.want_tensorboard:
+            self.tb = _tensorboard_writer(self.run_dir / "tensorboard", self)
+
+    def event(self, e: dict) -> None:
+        if e["event"] in METRIC_EVENTS and self.metrics is not None:
+            self.metrics.write(json.dumps(e) + "\n")  # one write per line: readers never see half a record
+            self.metrics.flush()
+        if self.log is not None:
+            self.log.write(time.strftime("%Y-%m-%d %H:%M:%S ") + describe(e) + "\n")
+            self.log.flush()
+        if self.tb is not None and e["event"] in ("log", "valid"):
+            prefix = "train" if e["event"] == "log" else "valid"
+            for key in ("loss", "lr", "tokens_per_s", "ppl", "bleu", "chrf"):
+                if key in e:
+                    self.tb.add_scalar(f"{prefix}/{key}", e[key], e["step"])
+        self.progress(e)
+
+    def close(self) -> None:
+        for f in (self.metrics, self.log, self.tb):
+            if f is not None:
+                f.close()
+
+
+def _lines_up_to(path: Path, step: int) -> list[str]:
+    if not path.is_file():
+        return []
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        except json.JSONDecodeError:
+            continue  # a line cut short by a crash
+    return kept
+
+
+def _tensorboard_writer(path: Path, log: RunLog):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.event({"event": "warning", "message": "train.tensorboard is set but the tensorboard package "
+                                                  "is not installed (pip install tensorboard); skipping it"})
+        return None
+    return SummaryWriter(str(path))
+
+
+def describe(e: dict) -> str:
+    """One human-readable line per event (train.log and the plain progress output)."""
+    kind = e["event"]
+    if kind == "log":
+        return (f"step {e['step']:>6}  epoch {e['epoch']:>3}  loss {e['loss']:.4f}  lr {e['lr']:.2e}  "
+                f"{e['tokens_per_s']:,.0f} tok/s  {_clock(e['elapsed'])}")
+    if kind == "valid":
+        return (f"valid step {e['step']:>6}  loss {e['loss']:.4f}  ppl {e['ppl']:.2f}  BLEU {e['bleu']:.2f}  "
+                f"chrF {e['chrf']:.2f}{'  (best)' if e['best'] else ''}  {_clock(e['elapsed'])}")
+    if kind == "epoch":
+        return (f"epoch {e['epoch']} done at step {e['step']}: {e['pairs']} pairs in {e['batches']} batches, "
+                f"{e['dropped_too_long']} dropped as longer than data.max_len, {e['dropped_empty']} empty, "
+                f"padding {100 * e['padding']:.1f}%")
+    if kind == "start":
+        return f"{'resumed' if e['step'] else 'started'} at step {e['step']} on {e['device']} ({e['precision']}, {e['world_size']} process(es))"
+    if kind == "setup":
+        limit = f", at most {e['max_minutes']:g} min" if e.get("max_minutes") else ""
+        return f"model: {e['params']:,} parameters; up to {e['max_steps']} steps{limit}; {e['valid_pairs']} validation pairs"
+    if kind == "end":
+        best = f"best {e['metric']} {e['best_score']:.2f} at step {e['best_step']}" if e.get("best_score") is not None else "no validation"
+        return f"stopped at step {e['step']} ({e['reason']}); {best}; {_clock(e['elapsed'])}"
+    if kind == "checkpoint":
+        return f"checkpoint saved: {e['path']} (step {e['step']})"
+    return e.get("message", json.dumps(e))
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}:{s:02d}"

@@ -1,0 +1,127 @@
+"""Showing `tx train` progress: a rich live panel on a terminal, plain lines otherwise.
+
+Part of the CLI layer: it only renders the event dicts the training loop reports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Optional
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+
+class PlainProgress:
+    """One line per event on stderr: for CI logs, pipes and files."""
+
+    def __init__(self, console: Console, describe: Callable[[dict], str]):
+        self.console, self.describe = console, describe
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def event(self, e: dict) -> None:
+        if e["event"] == "checkpoint":
+            return
+        self.console.print(self.describe(e), markup=False, highlight=False)
+
+
+class LiveProgress(PlainProgress):
+    """A panel redrawn in place (step, epoch, loss, lr, tokens/s, validation, ETA); validation
+    results and notices scroll above it."""
+
+    def __init__(self, console: Console, describe: Callable[[dict], str]):
+        super().__init__(console, describe)
+        self.live = Live(console=console, refresh_per_second=4, transient=False)
+        self.setup: dict = {}
+        self.last_log: dict = {}
+        self.last_valid: Optional[dict] = None
+        self.best: Optional[dict] = None
+        self.status = "starting"
+        self.started = time.monotonic()
+
+    def __enter__(self):
+        self.live.__enter__()
+        self.live.update(self._render())
+        return self
+
+    def __exit__(self, *exc):
+        self.live.update(self._render())
+        return self.live.__exit__(*exc)
+
+    def event(self, e: dict) -> None:
+        kind = e["event"]
+        if kind == "setup":
+            self.setup = e
+        elif kind == "log":
+            self.last_log = e
+            self.status = "training"
+        elif kind == "valid":
+            self.last_valid = e
+            if e["best"]:
+                self.best = e
+            self.live.console.print(self.describe(e), markup=False, highlight=False)
+        elif kind in ("start", "end", "epoch", "tokenizer", "warning", "error"):
+            self.status = {"start": "training", "end": "finished"}.get(kind, self.status)
+            self.live.console.print(self.describe(e), markup=False, highlight=False)
+        self.live.update(self._render())
+
+    def _render(self):
+        log = self.last_log
+        step, max_steps = log.get("step", 0), self.setup.get("max_steps") or 1
+        table = Table.grid(padding=(0, 2))
+        for _ in range(4):
+            table.add_column()
+        table.add_row("step", f"{step} / {max_steps}", "epoch", str(log.get("epoch", "-")))
+        table.add_row("loss", _fmt(log.get("loss"), ".4f"), "lr", _fmt(log.get("lr"), ".2e"))
+        table.add_row("tokens/s", _fmt(log.get("tokens_per_s"), ",.0f"), "elapsed / ETA",
+                      f"{_clock(log.get('elapsed'))} / {_clock(self._eta(log))}")
+        if self.last_valid:
+            v, b = self.last_valid, self.best or self.last_valid
+            table.add_row("valid BLEU", f"{v['bleu']:.2f} (best {b['bleu']:.2f} @ {b['step']})",
+                          "chrF / ppl", f"{v['chrf']:.2f} / {v['ppl']:.2f}")
+        bar = ProgressBar(total=max_steps, completed=step, width=50)
+        return Group(Text(f"tx train: {self.status}", style="bold"), bar, table)
+
+    def _eta(self, log: dict) -> Optional[float]:
+        """Seconds left: whichever comes first of max_steps at the current pace and max_minutes."""
+        step, elapsed = log.get("step"), log.get("elapsed")
+        if not step or not elapsed:
+            return None
+        left = (self.setup.get("max_steps", step) - step) * elapsed / step  # elapsed spans resumes too
+        if self.setup.get("max_minutes"):
+            left = min(left, max(0.0, self.setup["max_minutes"] * 60 - elapsed))
+        return left
+
+
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _clock(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class NoProgress(PlainProgress):
+    """For the ranks other than 0 of a torchrun job: rank 0 speaks for all."""
+
+    def event(self, e: dict) -> None:
+        pass
+
+
+def train_progress(console: Console, describe: Callable[[dict], str]) -> PlainProgress:
+    if os.environ.get("RANK", "0") != "0":
+        return NoProgress(console, describe)
+    return LiveProgress(console, describe) if console.is_terminal else PlainProgress(console, describe)

@@ -1,0 +1,493 @@
+"""The training loop: loss, optimizer, schedule, accumulation, mixed precision, validation,
+early stopping, checkpoints, resume, and DistributedDataParallel.
+
+Knows nothing of recipes' YAML or the terminal: `cfg` is any object with the attributes of
+`recipe.TrainConfig`, and progress leaves through `on_event(dict)` (rank 0 only), which the
+command layer turns into metrics.jsonl, train.log and the live display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from .batching import Batch, BatchStream, EncodedPairs, EpochStats, eval_batches
+from .errors import TxError
+from .search import greedy_search
+from .tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "loss": False}
+
+
+# --------------------------------------------------------------------------- schedule and loss
+
+
+def lr_at(step: int, lr: float, warmup: int, schedule: str, max_steps: int, min_lr: float = 0.0) -> float:
+    """Learning rate for optimizer update number `step` (1-based).
+
+    inverse_sqrt (Vaswani et al. 2017, with the peak at `lr`): lr * min(step/warmup, sqrt(warmup/step))
+    cosine: linear warmup to lr, then min_lr + (lr - min_lr) * (1 + cos(pi * progress)) / 2,
+            progress = (step - warmup) / (max_steps - warmup), held at 1 after max_steps.
+    Neither goes below min_lr.
+    """
+    step = max(step, 1)
+    if schedule == "inverse_sqrt":
+        w = max(warmup, 1)
+        return max(min_lr, lr * min(step / w, math.sqrt(w / step)))
+    if schedule == "cosine":
+        if step < warmup:
+            return max(min_lr, lr * step / warmup)
+        progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
+        return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def smoothed_loss_sum(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Summed label-smoothed cross-entropy over the non-padding targets (Szegedy et al. 2016:
+    the one-hot target mixed with `smoothing` spread uniformly over the vocabulary)."""
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1),
+                           ignore_index=PAD_ID, label_smoothing=smoothing, reduction="sum")
+
+
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm gains (1-D tensors) get no weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class Dist:
+    """This process's place in a torchrun job; world_size 1 means no process group."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.world_size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self._device())
+        torch_dist.all_reduce(t)
+        return t.tolist()
+
+    def from_main(self, flag: bool) -> bool:
+        """Rank 0's decision, on every rank."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self._device())
+        torch_dist.broadcast(t, 0)
+        return bool(t.item())
+
+    def gather(self, obj) -> list:
+        if self.world_size == 1:
+            return [obj]
+        out = [None] * self.world_size
+        torch_dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            torch_dist.barrier()
+
+    @staticmethod
+    def _device():
+        return "cuda" if torch_dist.get_backend() == "nccl" else "cpu"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+class Validator:
+    """Loss and perplexity over the validation pairs; BLEU and chrF (sacrebleu) of greedy output
+    against the reference text."""
+
+    def __init__(self, pairs: EncodedPairs, references: list[str], detokenize: Callable[[list[list[int]]], list[str]],
+                 batch_tokens: int, max_len_a: float, max_len_b: int, max_sentences: Optional[int],
+                 device: torch.device, precision: str = "fp32"):
+        self.batches = eval_batches(pairs, batch_tokens)
+        self.references = references
+        self.detokenize = detokenize
+        self.max_len_a, self.max_len_b = max_len_a, max_len_b
+        self.size = len(pairs)
+        self.decode_pairs = len(pairs) if max_sentences is None else min(max_sentences, len(pairs))
+        self.device, self.precision = device, precision
+
+    @torch.inference_mode()
+    def __call__(self, model) -> dict:
+        was_training = model.training
+        model.eval()
+        try:
+            with autocast(self.device, self.precision):
+                loss = self._loss(model)
+                bleu, chrf = self._scores(model)
+        finally:
+            model.train(was_training)
+        return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bleu": bleu, "chrf": chrf}
+
+    def _loss(self, model) -> float:
+        total, tokens = 0.0, 0
+        for _, batch in self.batches:
+            b = batch.to(self.device)
+            logits = model(b.src, b.tgt_in)
+            total += float(smoothed_loss_sum(logits, b.tgt_out, 0.0))
+            tokens += b.n_tgt_tokens
+        return total / max(tokens, 1)
+
+    def _scores(self, model) -> tuple[float, float]:
+        import sacrebleu
+
+        hyps: dict[int, list[int]] = {}
+        max_positions = model.positions.size(0)
+        for index, batch in self.batches:
+            keep = index < self.decode_pairs
+            if not keep.any():
+                continue
+            src = batch.src[torch.from_numpy(keep)]
+            src = src[:, : int((src != PAD_ID).sum(1).max())].to(self.device)
+            max_len = min(int(self.max_len_a * src.size(1) + self.max_len_b), max_positions - 1)
+            for i, ids in zip(index[keep], greedy_search(model, src, max_len, BOS_ID, EOS_ID)):
+                hyps[int(i)] = ids
+        order = sorted(hyps)
+        text = self.detokenize([hyps[i] for i in order])
+        refs = [self.references[i] for i in order]
+        return sacrebleu.corpus_bleu(text, [refs]).score, sacrebleu.corpus_chrf(text, [refs]).score
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved as JSON in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 1
+    batches_done: int = 0  # global batches (all ranks) of the current epoch already trained on
+    elapsed: float = 0.0   # seconds of training, summed over every session of this run
+    best_score: Optional[float] = None
+    best_step: int = 0
+    bad_validations: int = 0
+    validated_step: int = -1
+    kept: dict = field(default_factory=dict)  # "step" -> score of each step-NNNNNN checkpoint
+
+
+@dataclass
+class RunPaths:
+    run_dir: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / ckpt.CHECKPOINTS
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / ckpt.LAST_CHECKPOINT
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / ckpt.MODEL_FILE
+
+
+class Trainer:
+    """One training run: `fit()` trains until max_steps, the time limit, early stopping or a
+    stop request (signal), and returns the reason."""
+
+    def __init__(self, model: torch.nn.Module, model_config: dict, cfg, stream: BatchStream,
+                 validator: Optional[Validator], run_dir: Path, device: torch.device,
+                 dist: Dist = Dist(), on_event: Callable[[dict], None] = lambda e: None,
+                 train_model: Optional[torch.nn.Module] = None):
+        self.model = model                       # the bare model: what is saved and validated
+        self.train_model = train_model or model  # what the forward pass runs through (DDP or bare)
+        self.model_config = model_config
+        self.cfg, self.stream, self.validator = cfg, stream, validator
+        self.paths, self.device, self.dist = RunPaths(Path(run_dir)), device, dist
+        self.on_event = on_event if dist.is_main else (lambda e: None)
+        self.optimizer = make_optimizer(model, cfg)
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+        self.state = TrainState()
+        self.metric = cfg.early_stop.metric if cfg.early_stop is not None else "bleu"
+        self._stop_request: Optional[str] = None
+        self._batches: Optional[Iterator[Batch]] = None
+        self._epoch_stats = EpochStats()
+        self._window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+
+    # ---- public
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to save and stop after the current step (safe from a signal handler)."""
+        self._stop_request = reason
+
+    def fit(self) -> str:
+        self._session_start = time.monotonic() - self.state.elapsed
+        self.on_event({"event": "start", "step": self.state.step, "epoch": self.state.epoch,
+                       "elapsed": self._elapsed(), "world_size": self.dist.world_size,
+                       "device": str(self.device), "precision": self.cfg.precision})
+        self.train_model.train()
+        reason = self._loop()
+        if reason != "nan":
+            if reason != "interrupted" and self.state.validated_step != self.state.step:
+                self._validate()
+            self._save_last()
+        self.on_event({"event": "end", "step": self.state.step, "epoch": self.state.epoch,
+                       "elapsed": self._elapsed(), "reason": reason, "metric": self.metric,
+                       "best_step": self.state.best_step, "best_score": self.state.best_score})
+        return reason
+
+    def load(self, path: Path) -> None:
+        """Resume: weights, optimizer, scaler, RNG and data position from a checkpoint directory."""
+        config, weights, trainer, state = ckpt.load_training_checkpoint(path)
+        where = ckpt.resolve_checkpoint_dir(path)
+        if config != self.model_config:
+            raise TxError(f"{where}: its model configuration differs from the recipe's; "
+                          "resume with the recipe the run was started with")
+        try:
+            self.model.load_state_dict(weights, strict=True)
+            self.optimizer.load_state_dict(ckpt.optimizer_from_tensors(trainer, state["optimizer"]))
+            self.state = TrainState(**state["train_state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise TxError(f"{where}: damaged checkpoint ({str(err).splitlines()[0]})") from None
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self._restore_rng(trainer, state.get("world_size", 1))
+
+    # ---- the loop
+
+    def _loop(self) -> str:
+        cfg = self.cfg
+        while True:
+            if self.state.step >= cfg.max_steps:
+                return "max_steps"
+            started = time.monotonic()
+            batches, position = self._pull(cfg.accum_steps)
+            local_stop = [self._stop_request is not None, self._time_is_up()]
+            tokens, interrupted, timed_out = self.dist.sum([float(sum(b.n_tgt_tokens for b in batches)), *map(float, local_stop)])
+            if interrupted:
+                return "interrupted"
+            if timed_out:
+                return "max_minutes"
+            loss_sum = self.accumulate_gradients(batches, tokens)
+            if not self._optimizer_step(loss_sum):
+                return "nan"
+            self.state.epoch, self.state.batches_done = position
+            self.state.step += 1
+            self._window_add(loss_sum, sum(b.n_tgt_tokens for b in batches), time.monotonic() - started)
+            if self.state.step % cfg.log_every == 0:
+                self._log()
+            if self.state.step % cfg.eval_every == 0:
+                stop = self._validate()
+                self._save_last()
+                if self.dist.from_main(stop):
+                    return "early_stop"
+
+    def _pull(self, n: int) -> tuple[list[Batch], tuple[int, int]]:
+        """The next n batches of this rank, and the data position after them."""
+        epoch, done = self.state.epoch, self.state.batches_done
+        if self._batches is None:
+            self._batches = self.stream.epoch(epoch, skip=done, stats=self._epoch_stats)
+        out = []
+        while len(out) < n:
+            batch = next(self._batches, None)
+            if batch is None:
+                if self._epoch_stats.batches == 0:
+                    raise TxError("no training pairs left after length filtering (see data.max_len)")
+                self._epoch_event(epoch)
+                epoch, done = epoch + 1, 0
+                self._epoch_stats = EpochStats()
+                self._batches = self.stream.epoch(epoch, stats=self._epoch_stats)
+                continue
+            out.append(batch.to(self.device))
+            done += self.dist.world_size
+        return out, (epoch, done)
+
+    def accumulate_gradients(self, batches: list[Batch], total_tokens: float) -> float:
+        """Forward and backward over the micro-batches; gradients end up as the mean per target
+        token over all of them (and all ranks), whatever the split. Returns this rank's summed loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        scale = self.dist.world_size / max(total_tokens, 1.0)  # DDP averages over ranks
+        loss_total = 0.0
+        for i, b in enumerate(batches):
+            sync = i == len(batches) - 1
+            with self._no_sync(not sync), autocast(self.device, self.cfg.precision):
+                logits = self.train_model(b.src, b.tgt_in)
+                loss = smoothed_loss_sum(logits, b.tgt_out, self.cfg.label_smoothing)
+            scaled = loss * scale
+            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            loss_total += float(loss.detach())
+        return loss_total
+
+    def _optimizer_step(self, loss_sum: float) -> bool:
+        """Clip, set the learning rate, step. False (and no step taken) if the loss or the
+        gradients are not finite."""
+        if not math.isfinite(loss_sum):
+            return self._nonfinite(f"loss became {loss_sum}")
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_norm)
+            if self.scaler is None and not torch.isfinite(norm):
+                return self._nonfinite("gradient norm became non-finite")
+        lr = self.current_lr(self.state.step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return True
+
+    def current_lr(self, step: int) -> float:
+        c = self.cfg
+        return lr_at(step, c.lr, c.warmup, c.schedule, c.max_steps, c.min_lr)
+
+    def _nonfinite(self, what: str) -> bool:
+        last = self.paths.last if self.paths.last.exists() else None
+        where = f"the last good checkpoint stays in {last}" if last else "no checkpoint was written yet"
+        self._nan_message = (f"{what} at step {self.state.step + 1}; training stopped and {where}. "
+                             "Try a lower train.lr, a longer train.warmup or train.precision fp32")
+        self.on_event({"event": "error", "step": self.state.step + 1, "message": self._nan_message})
+        return False
+
+    @property
+    def nan_message(self) -> str:
+        return getattr(self, "_nan_message", "")
+
+    def _no_sync(self, skip: bool):
+        if skip and hasattr(self.train_model, "no_sync"):
+            return self.train_model.no_sync()
+        return contextlib.nullcontext()
+
+    def _time_is_up(self) -> bool:
+        return self.cfg.max_minutes is not None and self._elapsed() >= self.cfg.max_minutes * 60
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self._session_start
+
+    # ---- reporting
+
+    def _window_add(self, loss_sum: float, tokens: int, seconds: float) -> None:
+        w = self._window
+        w["loss"] += loss_sum
+        w["tokens"] += tokens
+        w["seconds"] += seconds
+
+    def _log(self) -> None:
+        w = self._window
+        loss, tokens = self.dist.sum([w["loss"], w["tokens"]])  # the whole job, all ranks
+        self.on_event({"event": "log", "step": self.state.step, "epoch": self.state.epoch,
+                       "elapsed": round(self._elapsed(), 3), "loss": loss / max(tokens, 1),
+                       "lr": self.current_lr(self.state.step), "tokens_per_s": tokens / max(w["seconds"], 1e-9)})
+        self._window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
+
+    def _epoch_event(self, epoch: int) -> None:
+        s = self._epoch_stats
+        self.on_event({"event": "epoch", "step": self.state.step, "epoch": epoch,
+                       "elapsed": round(self._elapsed(), 3), "pairs": s.filtered.kept,
+                       "dropped_too_long": s.filtered.too_long, "dropped_empty": s.filtered.empty,
+                       "batches": s.batches, "padding": 1.0 - s.tokens / max(s.padded_tokens, 1)})
+
+    # ---- validation and checkpoints
+
+    def _validate(self) -> bool:
+        """Rank 0 validates, keeps the best weights and step checkpoints; returns whether
+        early stopping says stop."""
+        self.state.validated_step = self.state.step
+        if not self.dist.is_main or self.validator is None:
+            return False
+        scores = self.validator(self.model)
+        score = scores[self.metric]
+        best = self._is_better(score)
+        if best:
+            self.state.best_score, self.state.best_step, self.state.bad_validations = score, self.state.step, 0
+            extra = {"tx.step": str(self.state.step), f"tx.{self.metric}": f"{score:.4f}"}
+            ckpt.save_model(self.paths.model, self.model, self.model_config, extra)
+        else:
+            self.state.bad_validations += 1
+        self._keep_step_checkpoint(score, scores)
+        self.on_event({"event": "valid", "step": self.state.step, "epoch": self.state.epoch,
+                       "elapsed": round(self._elapsed(), 3), **scores, "best": best})
+        es = self.cfg.early_stop
+        return es is not None and self.state.bad_validations >= es.patience
+
+    def _is_better(self, score: float) -> bool:
+        if self.state.best_score is None:
+            return True
+        return score > self.state.best_score if HIGHER_IS_BETTER[self.metric] else score < self.state.best_score
+
+    def _keep_step_checkpoint(self, score: float, scores: dict) -> None:
+        """Save step-NNNNNN if it is among the best `keep_best` or the latest `keep_last`; delete
+        the step checkpoints that no longer are."""
+        import shutil
+
+        kept = {int(k): v for k, v in self.state.kept.items()}
+        kept[self.state.step] = score
+        sign = -1 if HIGHER_IS_BETTER[self.metric] else 1
+        best = sorted(kept, key=lambda s: (sign * kept[s], -s))[: self.cfg.keep_best]
+        latest = sorted(kept)[-self.cfg.keep_last:] if self.cfg.keep_last else []
+        keep = set(best) | set(latest)
+        if self.state.step in keep:
+            ckpt.save_weights_checkpoint(self.paths.checkpoints / ckpt.step_checkpoint_name(self.state.step),
+                                         self.model, self.model_config,
+                                         {"step": self.state.step, "metric": self.metric, **scores})
+        for step in set(kept) - keep:
+            shutil.rmtree(self.paths.checkpoints / ckpt.step_checkpoint_name(step), ignore_errors=True)
+        self.state.kept = {str(s): kept[s] for s in sorted(keep)}
+
+    def _save_last(self) -> None:
+        rng = self.dist.gather(_rng_state(self.device))  # every rank's dropout stream
+        if not self.dist.is_main:
+            return
+        self.state.elapsed = self._elapsed()
+        tensors, plain = ckpt.optimizer_to_tensors(self.optimizer.state_dict())
+        for rank, states in enumerate(rng):
+            for name, t in states.items():
+                tensors[f"rng.{rank}.{name}"] = t
+        state = {"step": self.state.step, "train_state": asdict(self.state), "optimizer": plain,
+                 "world_size": self.dist.world_size, "precision": self.cfg.precision,
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None}
+        ckpt.save_training_checkpoint(self.paths.last, self.model, self.model_config, tensors, state)
+        self.on_event({"event": "checkpoint", "step": self.state.step, "elapsed": round(self._elapsed(), 3),
+                       "path": str(self.paths.last)})
+
+    def _restore_rng(self, tensors: dict, saved_world: int) -> None:
+        prefix = f"rng.{self.dist.rank}."
+        mine = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if saved_world == self.dist.world_size and "torch" in mine:
+            torch.set_rng_state(mine["torch"])
+            if "cuda" in mine and self.device.type == "cuda":
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+        else:  # a different number of ranks: a fresh, still reproducible stream per rank
+            torch.manual_seed(int(np.random.SeedSequence([self.state.step, self.dist.rank]).generate_state(1)[0]))
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
