@@ -1,0 +1,347 @@
+"""`tx attention-dump`: sentences -> (translated or given targets) -> every attention weight,
+streamed to jsonl / npz, PNG heatmaps, or Pharaoh word alignments scored against gold.
+
+Sentences are read as a stream in windows; inside a window they are sorted by length and cut
+into batches, so memory stays flat however many sentences there are.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from itertools import zip_longest
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable, Iterator, Optional
+
+import numpy as np
+
+from ..attention import (KIND_NAMES, JsonlWriter, NpzWriter, Selection, SentenceAttention, align_words,
+                         alignment_error_rate, collect_attention, format_pharaoh, pad_batch, parse_pharaoh,
+                         plot_heads, subword_word_ids)
+from ..checkpoint import write_bytes_atomic
+from ..errors import TxError, UsageError
+from ..search import SearchConfig, beam_search
+from ..tokenizer import BOS_ID, EOS_ID
+from .run import Run, open_run
+
+WINDOW = 512              # sentences read ahead and sorted by length
+ATTENTION_CELLS = 1 << 20  # batch size x longest side^2: bounds the weights one batch holds
+
+
+@dataclass
+class DumpRequest:
+    run_dir: Path
+    src_texts: list[str] = field(default_factory=list)   # --src
+    tgt_texts: list[str] = field(default_factory=list)   # --tgt
+    input: Optional[Path] = None                         # --input ('-' = stdin)
+    ref: Optional[Path] = None                           # --ref
+    output: Optional[Path] = None                        # None: no dump file; '-': stdout
+    fmt: str = "jsonl"
+    precision: int = 4
+    selection: Selection = Selection()
+    plot_dir: Optional[Path] = None
+    align: bool = False
+    align_row: str = "input"
+    gold: Optional[Path] = None
+    beam: Optional[int] = None
+    alpha: Optional[float] = None
+    batch_size: int = 64
+    device: str = "auto"
+
+
+@dataclass
+class DumpReport:
+    sentences: int = 0
+    translated: bool = False
+    plots: list[Path] = field(default_factory=list)
+    align_layer: Optional[int] = None
+    aer_by_layer: dict[int, float] = field(default_factory=dict)  # with --gold: every decoder layer
+
+
+# --------------------------------------------------------------------------- input
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text); '-' is stdin. Invalid UTF-8 names the line."""
+    stream = sys.stdin.buffer if str(path) == "-" else None
+    if stream is None and not Path(path).is_file():
+        raise UsageError(f"{path}: file not found")
+    f = stream or open(path, "rb")
+    try:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise UsageError(f"{path}: line {number}: not valid UTF-8") from None
+    finally:
+        if stream is None:
+            f.close()
+
+
+def read_pairs(req: DumpRequest) -> Iterator[tuple[str, Optional[str]]]:
+    """(source, target or None) pairs from --src/--tgt or --input/--ref, checked for alignment."""
+    if req.input is None:
+        targets = req.tgt_texts or [None] * len(req.src_texts)
+        yield from zip(req.src_texts, targets)
+        return
+    sources = _read_lines(req.input)
+    if req.ref is None:
+        for _, text in sources:
+            yield text, None
+        return
+    refs = _read_lines(req.ref)
+    for src, ref in zip_longest(sources, refs):
+        if src is None or ref is None:
+            longer = req.input if ref is None else req.ref
+            raise UsageError(f"{req.input} and {req.ref} have different numbers of lines ({longer} is longer)")
+        yield src[1], ref[1]
+
+
+def check_request(req: DumpRequest, run: Run) -> None:
+    """Every mistake in the options, before any work starts."""
+    if req.input is not None and req.src_texts:
+        raise UsageError("give --src TEXT or --input FILE, not both")
+    if req.input is None and not req.src_texts:
+        raise UsageError("nothing to read: give --src TEXT or --input FILE ('-' for stdin)")
+    if req.tgt_texts and req.input is not None:
+        raise UsageError("--tgt goes with --src; with --input use --ref FILE")
+    if req.ref is not None and req.input is None:
+        raise UsageError("--ref goes with --input; with --src use --tgt TEXT")
+    if req.tgt_texts and len(req.tgt_texts) != len(req.src_texts):
+        raise UsageError(f"{len(req.src_texts)} --src but {len(req.tgt_texts)} --tgt: give one target per source")
+    if req.gold is not None and not req.align:
+        raise UsageError("--gold scores word alignments: add --align")
+    if req.gold is not None and not req.gold.is_file():
+        raise UsageError(f"{req.gold}: file not found")
+    if req.align and "cross" not in req.selection.kinds:
+        raise UsageError("--align reads cross-attention: drop --kind or use --kind cross")
+    if req.align and req.selection.layers is not None and len(req.selection.layers) != 1:
+        raise UsageError("--align uses one decoder layer: give --layer once")
+    if not 0 <= req.precision <= 8:
+        raise UsageError(f"--precision {req.precision}: expected 0..8 digits")
+    try:
+        req.selection.check(run.model)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+# --------------------------------------------------------------------------- the pass
+
+
+def search_config(req: DumpRequest, run: Run) -> SearchConfig:
+    """The run's decoding settings (recipe `decode` section), --beam/--alpha overriding them."""
+    d = run.recipe.decode
+    return SearchConfig(beam=req.beam if req.beam is not None else d.beam,
+                        alpha=req.alpha if req.alpha is not None else d.alpha,
+                        max_len_a=d.max_len_a, max_len_b=d.max_len_b, min_len=d.min_len,
+                        no_repeat_ngram=d.no_repeat_ngram)
+
+
+def translate(run: Run, src: list[list[int]], settings: SearchConfig) -> list[list[int]]:
+    """Best output ids (no <s>, </s>) for source rows that end with </s>."""
+    src_t = pad_batch(src, run.model.cfg.pad_id, run.device)
+    hyps = beam_search(run.model, src_t, settings, BOS_ID, EOS_ID)
+    return [h[0].tokens if h else [] for h in hyps]
+
+
+def _encode_checked(tok, text: str, index: int, limit: int, side: str) -> list[int]:
+    ids = tok.encode(text)
+    if len(ids) + 1 > limit:
+        raise TxError(f"line {index + 1}: the {side} has {len(ids) + 1} tokens, more than the model's "
+                      f"{limit} positions")
+    return ids
+
+
+def _batches(lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Indices sorted by length, cut into batches of at most batch_size sentences and
+    ATTENTION_CELLS padded attention cells (batch x longest^2)."""
+    batch: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):  # ascending: i is the longest yet
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * lengths[i] ** 2 > ATTENTION_CELLS):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def _longer_side(src: list[int], tgt: Optional[list[int]], settings: SearchConfig) -> int:
+    """Tokens on the longer side; a translation counts with its longest possible length."""
+    n_tgt = len(tgt) if tgt is not None else int(settings.max_len_a * (len(src) - 1) + settings.max_len_b)
+    return max(len(src), n_tgt + 1)
+
+
+def _window(run: Run, pairs: list[tuple[int, str, Optional[str]]], selection: Selection,
+            settings: SearchConfig, batch_size: int) -> list[SentenceAttention]:
+    limit = run.model.cfg.max_positions
+    src = [_encode_checked(run.src_tok, s, i, limit, "source") + [EOS_ID] for i, s, _ in pairs]
+    tgt: list[Optional[list[int]]] = [None if t is None else _encode_checked(run.tgt_tok, t, i, limit, "target")
+                                      for i, _, t in pairs]
+    lengths = [_longer_side(s, t, settings) for s, t in zip(src, tgt)]
+    records: list[Optional[SentenceAttention]] = [None] * len(pairs)
+    for batch in _batches(lengths, batch_size):
+        todo = [k for k in batch if tgt[k] is None]
+        if todo:
+            for k, ids in zip(todo, translate(run, [src[k] for k in todo], settings)):
+                tgt[k] = ids[: limit - 1]
+        tgt_in = [[BOS_ID] + tgt[k] for k in batch]
+        weights = collect_attention(run.model, [src[k] for k in batch], tgt_in, selection)
+        for k, w, t_in in zip(batch, weights, tgt_in):
+            index, src_text, tgt_text = pairs[k]
+            records[k] = SentenceAttention(
+                index=index, src_tokens=[run.src_tok.id_to_token(i) for i in src[k]],
+                tgt_tokens=[run.tgt_tok.id_to_token(i) for i in t_in], heads=selection.heads_of(run.model),
+                weights=w, src=src_text, tgt=tgt_text if tgt_text is not None else run.tgt_tok.decode(tgt[k]))
+    return records
+
+
+def attention_stream(run: Run, pairs: Iterable[tuple[str, Optional[str]]], selection: Selection,
+                     settings: SearchConfig, batch_size: int = 64) -> Iterator[SentenceAttention]:
+    """One record per input pair, in input order; a pair without a target is translated first."""
+    window: list[tuple[int, str, Optional[str]]] = []
+    for index, (src, tgt) in enumerate(pairs):
+        window.append((index, src, tgt))
+        if len(window) == WINDOW:
+            yield from _window(run, window, selection, settings, batch_size)
+            window = []
+    if window:
+        yield from _window(run, window, selection, settings, batch_size)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+@contextmanager
+def open_output(path: Optional[Path], stdout: BinaryIO):
+    """A binary stream: stdout for '-', else a temp file renamed over `path` only when
+    everything went well, so an interrupted dump never leaves half a file behind."""
+    if path is None or str(path) == "-":
+        yield stdout
+        stdout.flush()
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def default_align_layer(run: Run) -> int:
+    """The penultimate decoder layer (the last one when there is only one).
+    On the demo model it aligns best (bench/attention_aer.py), as Garg et al. (2019) also found."""
+    return max(run.model.cfg.decoder_layers - 2, 0)
+
+
+def _heads_mean(w: np.ndarray) -> np.ndarray:
+    return w.mean(axis=0)
+
+
+class Aligner:
+    """Pharaoh lines from records; with gold alignments, AER for every decoder layer."""
+
+    def __init__(self, run: Run, layer: int, row: str, gold: Optional[Path]):
+        self.layer, self.row = layer, row
+        self.wordpiece = run.recipe.tokenizer.kind == "wordpiece"
+        self.gold_path = gold
+        self.gold = _read_lines(gold) if gold is not None else None
+        self.predicted: dict[int, list[set]] = {}
+        self.sure: list[set] = []
+        self.possible: list[set] = []
+
+    def line(self, rec: SentenceAttention) -> str:
+        src_words = subword_word_ids(rec.src_tokens, self.wordpiece)
+        tgt_words = subword_word_ids(rec.tgt_tokens, self.wordpiece)
+        if self.gold is not None:
+            self._add_gold(rec.index)
+            for layer, w in rec.weights["cross"].items():
+                links = align_words(_heads_mean(w), src_words, tgt_words, self.row)
+                self.predicted.setdefault(layer, []).append(set(links))
+        return format_pharaoh(align_words(_heads_mean(rec.weights["cross"][self.layer]), src_words,
+                                          tgt_words, self.row))
+
+    def _add_gold(self, index: int) -> None:
+        item = next(self.gold, None)
+        if item is None:
+            raise UsageError(f"{self.gold_path}: has {index} lines, fewer than the input")
+        number, text = item
+        try:
+            sure, possible = parse_pharaoh(text)
+        except ValueError as err:
+            raise UsageError(f"{self.gold_path}: line {number}: {err}") from None
+        self.sure.append(sure)
+        self.possible.append(possible)
+
+    def aer_by_layer(self) -> dict[int, float]:
+        if self.gold is not None and next(self.gold, None) is not None:
+            raise UsageError(f"{self.gold_path}: has more lines than the input")
+        return {layer: alignment_error_rate(pred, self.sure, self.possible)
+                for layer, pred in sorted(self.predicted.items())}
+
+
+def _plot_record(rec: SentenceAttention, plot_dir: Path) -> list[Path]:
+    written = []
+    for kind, layers in rec.weights.items():
+        rows, cols = rec.axis_tokens(kind)
+        for layer, w in layers.items():
+            path = plot_dir / f"{rec.index:04d}-{kind}-layer{layer}.png"
+            title = f"sentence {rec.index}: {KIND_NAMES[kind]}, layer {layer}"
+            write_bytes_atomic(path, plot_heads(w, rec.heads, rows, cols, title))
+            written.append(path)
+    return written
+
+
+def _only_layer(rec: SentenceAttention, layer: int) -> SentenceAttention:
+    """With --align every decoder layer's cross-attention is collected for the AER table;
+    plots and --show keep only the alignment layer."""
+    return SentenceAttention(rec.index, rec.src_tokens, rec.tgt_tokens, rec.heads,
+                             {"cross": {layer: rec.weights["cross"][layer]}}, rec.src, rec.tgt)
+
+
+def dump_attention(req: DumpRequest, stdout: BinaryIO,
+                   on_record: Optional[Callable[[SentenceAttention], None]] = None,
+                   progress: Optional[Callable[[int], None]] = None) -> DumpReport:
+    """The whole command: open the run, stream records to the chosen outputs."""
+    run = open_run(req.run_dir, req.device)
+    check_request(req, run)
+    selection = req.selection
+    report = DumpReport(translated=not (req.tgt_texts or req.ref))
+    aligner = None
+    if req.align:
+        layer = selection.layers_of("cross", run.model)[0] if selection.layers else default_align_layer(run)
+        report.align_layer = layer
+        aligner = Aligner(run, layer, req.align_row, req.gold)
+        selection = Selection(kinds=("cross",), layers=None, heads=selection.heads)
+    records = attention_stream(run, read_pairs(req), selection, search_config(req, run), req.batch_size)
+    with open_output(req.output, stdout) as stream:
+        writer = None
+        if not req.align and req.output is not None:
+            writer = NpzWriter(stream) if req.fmt == "npz" else JsonlWriter(stream, req.precision)
+        for rec in records:
+            if aligner is not None:
+                stream.write((aligner.line(rec) + "\n").encode("utf-8"))
+                rec = _only_layer(rec, report.align_layer)
+            if writer is not None:
+                writer.write(rec)
+            if req.plot_dir is not None:
+                report.plots += _plot_record(rec, req.plot_dir)
+            if on_record is not None:
+                on_record(rec)
+            report.sentences += 1
+            if progress is not None:
+                progress(report.sentences)
+        if writer is not None:
+            writer.close()
+    if aligner is not None and req.gold is not None:
+        report.aer_by_layer = aligner.aer_by_layer()
+    return report

@@ -1,0 +1,219 @@
+"""`tx inspect`: what a run directory holds, as plain data the CLI can print or dump as JSON.
+
+The recipe, the vocabulary sizes, parameters per module, the training history from
+metrics.jsonl and the saved checkpoints. Every part is optional but the recipe: a run that has a
+tokenizer but no model yet, or a model but no training history, is summarised as far as it goes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..checkpoint import CHECKPOINT_STATE, CHECKPOINTS, METRICS_FILE, MODEL_FILE, list_step_checkpoints, read_json
+from ..errors import TxError
+from .run import load_model_file, read_run_recipe
+from .tokenize import load_tokenizers
+
+SCORE_KEYS = ("loss", "ppl", "bleu", "chrf")
+HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "loss": False, "ppl": False}
+
+
+@dataclass
+class ModuleParams:
+    name: str          # "encoder", "encoder.0", "encoder.0.self_attn", ...
+    params: int        # parameters first owned by this module (shared tensors count once)
+    shared_from: list[str] = field(default_factory=list)  # tensors it reuses from other modules
+
+
+@dataclass
+class BestScore:
+    metric: str
+    value: float
+    step: int
+
+
+@dataclass
+class History:
+    steps: int = 0              # last logged training step
+    epochs: Optional[float] = None
+    elapsed_s: Optional[float] = None
+    last_loss: Optional[float] = None
+    last_lr: Optional[float] = None
+    tokens_per_s: Optional[float] = None  # mean over the logged steps
+    validations: int = 0
+    last_valid: dict = field(default_factory=dict)
+    best: list[BestScore] = field(default_factory=list)
+    unreadable_lines: int = 0   # e.g. a line half written by a training run in progress
+
+
+@dataclass
+class Checkpoint:
+    name: str
+    step: Optional[int]
+    scores: dict
+
+
+@dataclass
+class RunSummary:
+    run_dir: str
+    recipe: dict
+    vocab: Optional[dict] = None          # {"source": n, "target": n, "joint": bool}
+    model_file: Optional[str] = None
+    model_bytes: Optional[int] = None
+    modules: list[ModuleParams] = field(default_factory=list)
+    total_params: Optional[int] = None
+    history: Optional[History] = None
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what is missing, in words
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def count_parameters(named: list[tuple[str, object]], depth: int = 3) -> tuple[list[ModuleParams], int]:
+    """Parameters per module prefix (up to `depth` name parts), in model order, from
+    `named_parameters(remove_duplicate=False)`: a tied tensor is listed under every name but
+    counts only for the first; the others record where they share it from."""
+    first_name: dict[int, str] = {}
+    for name, tensor in named:
+        first_name.setdefault(id(tensor), name)
+    rows: "OrderedDict[str, ModuleParams]" = OrderedDict()
+    for name, tensor in named:
+        owner = first_name[id(tensor)]
+        parts = name.split(".")[:-1]  # drop "weight" / "bias"
+        for k in range(1, min(depth, len(parts)) + 1):
+            row = rows.setdefault(".".join(parts[:k]), ModuleParams(".".join(parts[:k]), 0))
+            shared = owner.rsplit(".", 1)[0]
+            if owner == name:
+                row.params += tensor.numel()
+            elif shared not in row.shared_from:
+                row.shared_from.append(shared)
+    total = sum(tensor.numel() for name, tensor in named if first_name[id(tensor)] == name)
+    return list(rows.values()), total
+
+
+# --------------------------------------------------------------------------- history
+
+
+def read_history(path: Path) -> Optional[History]:
+    """Summarise metrics.jsonl ({"event": "log"|"valid", ...} per line); None if absent."""
+    if not path.is_file():
+        return None
+    h = History()
+    tokens_per_s = []
+    best: dict[str, BestScore] = {}
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                event = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                h.unreadable_lines += 1
+                continue
+            if not isinstance(event, dict):
+                h.unreadable_lines += 1
+            elif event.get("event") == "log":
+                _add_log(h, event, tokens_per_s)
+            elif event.get("event") == "valid":
+                _add_valid(h, event, best)
+    if tokens_per_s:
+        h.tokens_per_s = sum(tokens_per_s) / len(tokens_per_s)
+    h.best = [best[k] for k in SCORE_KEYS if k in best]
+    return h
+
+
+def _number(value) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _add_log(h: History, event: dict, tokens_per_s: list) -> None:
+    h.steps = max(h.steps, int(_number(event.get("step")) or 0))
+    for attr, key in (("epochs", "epoch"), ("elapsed_s", "elapsed"), ("last_loss", "loss"), ("last_lr", "lr")):
+        if _number(event.get(key)) is not None:
+            setattr(h, attr, _number(event[key]))
+    if _number(event.get("tokens_per_s")) is not None:
+        tokens_per_s.append(_number(event["tokens_per_s"]))
+
+
+def _add_valid(h: History, event: dict, best: dict) -> None:
+    h.validations += 1
+    step = int(_number(event.get("step")) or 0)
+    h.steps = max(h.steps, step)
+    if _number(event.get("elapsed")) is not None:
+        h.elapsed_s = max(h.elapsed_s or 0.0, _number(event["elapsed"]))
+    h.last_valid = {k: event[k] for k in ("step",) + SCORE_KEYS if _number(event.get(k)) is not None}
+    for key in SCORE_KEYS:
+        value = _number(event.get(key))
+        if value is None:
+            continue
+        old = best.get(key)
+        better = old is None or (value > old.value if HIGHER_IS_BETTER[key] else value < old.value)
+        if better:
+            best[key] = BestScore(key, value, step)
+
+
+# --------------------------------------------------------------------------- the summary
+
+
+def _checkpoints(run_dir: Path) -> list[Checkpoint]:
+    found = []
+    for step, path in list_step_checkpoints(run_dir / CHECKPOINTS):
+        state = _state(path)
+        found.append(Checkpoint(path.name, step, {k: state[k] for k in SCORE_KEYS if _number(state.get(k)) is not None}))
+    last = run_dir / CHECKPOINTS / "last"
+    if last.is_dir():
+        state = _state(last)
+        found.append(Checkpoint("last", state.get("step") if isinstance(state.get("step"), int) else None, {}))
+    return found
+
+
+def _state(path: Path) -> dict:
+    try:
+        state = read_json(path / CHECKPOINT_STATE)
+    except TxError:
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def inspect_run(run_dir: Path) -> RunSummary:
+    run_dir = Path(run_dir)
+    recipe = read_run_recipe(run_dir)
+    summary = RunSummary(run_dir=str(run_dir), recipe=recipe.to_plain())
+    try:
+        src_tok, tgt_tok = load_tokenizers(run_dir, recipe.tokenizer.joint)
+        summary.vocab = {"source": src_tok.vocab_size, "target": tgt_tok.vocab_size, "joint": recipe.tokenizer.joint}
+    except TxError as err:
+        summary.notes.append(f"no tokenizer: {err}")
+    model_path = run_dir / MODEL_FILE
+    if model_path.is_file():
+        model = load_model_file(model_path, torch.device("cpu"))
+        summary.model_file, summary.model_bytes = str(model_path), model_path.stat().st_size
+        summary.modules, summary.total_params = count_parameters(list(model.named_parameters(remove_duplicate=False)))
+    else:
+        summary.notes.append(f"no model yet ({MODEL_FILE} is missing)")
+    summary.history = read_history(run_dir / METRICS_FILE)
+    if summary.history is None:
+        summary.notes.append(f"no training history ({METRICS_FILE} is missing)")
+    summary.checkpoints = _checkpoints(run_dir)
+    return summary
+
+
+def positional_encoding_png(run_dir: Path, positions: Optional[int] = None) -> bytes:
+    """Heatmap of the sinusoidal positional-encoding matrix the run's model adds to its embeddings
+    (rows: positions up to the recipe's max_len + 2 unless given; columns: dimensions)."""
+    from ..attention import plot_matrix
+    from ..model import sinusoidal_positions
+
+    recipe = read_run_recipe(run_dir)
+    n = positions or recipe.data.max_len + 2
+    pe = sinusoidal_positions(n, recipe.model.d_model).numpy()
+    return plot_matrix(pe, f"positional encoding: {n} positions x d_model {recipe.model.d_model}",
+                       "dimension", "position")
