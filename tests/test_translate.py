@@ -1,0 +1,227 @@
+"""tx translate / score / evaluate on a tiny untrained run: line alignment, formats, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from txcli.checkpoint import MODEL_FILE
+from txcli.commands.run import open_run
+from txcli.commands.score import token_logprobs
+from txcli.commands.translate import (DecodeOptions, Formatter, line_chunks, resolve_decoding, token_batches,
+                                      translate_stream)
+from txcli.errors import TxError, UsageError
+from txcli.tokenizer import EOS_ID
+
+from .conftest import run_tx
+
+SENTENCES = ["the dog sees a cat", "big red house", "a small green tree runs in the house with the cat",
+             "cat", "the big dog likes the small red cat on the tree"]
+
+
+@pytest.fixture
+def run(tiny_run: Path):
+    return open_run(tiny_run, device="cpu")
+
+
+def translate_text(run, text: str, fmt: str = "text", **options) -> tuple[list[str], object]:
+    """Translate in-process; outputs are kept short (at most 4 tokens) so the untrained model is quick."""
+    options = {"max_len_a": 0.0, "max_len_b": 4, **options}
+    sink = io.BytesIO()
+    decoding = resolve_decoding(run, DecodeOptions(**options))
+    summary = translate_stream(run, io.BytesIO(text.encode("utf-8")), sink, decoding, Formatter(run, fmt, False))
+    return sink.getvalue().decode("utf-8").split("\n")[:-1], summary
+
+
+# --------------------------------------------------------------------------- lines in, lines out
+
+
+def test_empty_blank_and_long_lines_keep_their_place(run):
+    long = " ".join(["the big dog"] * 40)  # far past max_len 32 subwords
+    lines, summary = translate_text(run, f"{SENTENCES[0]}\n\n   \n{long}\n{SENTENCES[1]}\n\t\n")
+    assert len(lines) == 6 and summary.lines == 6 and summary.translated == 3
+    assert lines[1] == "" and lines[2] == "" and lines[5] == ""
+    assert summary.truncated == 1
+    alone, _ = translate_text(run, SENTENCES[0] + "\n")
+    assert lines[0] == alone[0]
+
+
+def test_a_last_line_without_newline_and_crlf_count():
+    chunks = list(line_chunks(io.BytesIO(b"a\r\nb\n\nc"), max_lines=2))
+    assert chunks == [[b"a\r", b"b"], [b"", b"c"]]
+    assert list(line_chunks(io.BytesIO(b""))) == []
+
+
+def test_chunks_and_batches_restore_the_input_order(run):
+    text = "".join(SENTENCES[i % 5] + "\n" for i in range(23))
+    sink = io.BytesIO()
+    decoding = resolve_decoding(run, DecodeOptions(batch_tokens=40, beam=2, max_len_a=0.0, max_len_b=4))
+    translate_stream(run, io.BytesIO(text.encode()), sink, decoding, Formatter(run, "jsonl", False), chunk_lines=7)
+    records = [json.loads(line) for line in sink.getvalue().decode().splitlines()]
+    assert [r["line"] for r in records] == list(range(1, 24))
+    assert [r["src"] for r in records] == [SENTENCES[i % 5] for i in range(23)]
+    by_source = {}
+    for r in records:  # the same sentence always gets the same translation, wherever it was batched
+        assert by_source.setdefault(r["src"], r["hyps"]) == r["hyps"]
+
+
+def test_token_batches_sort_by_length_and_respect_the_budget():
+    lengths = [3, 10, 4, 10, 2, 25]
+    batches = token_batches(lengths, 20)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for b in batches:
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 20
+    assert batches[0] == [5]  # too long for the budget: alone
+
+
+def test_jsonl_nbest_and_tokens(run):
+    lines, _ = translate_text(run, SENTENCES[0] + "\n\n", fmt="jsonl", beam=4, nbest=3)
+    first, empty = json.loads(lines[0]), json.loads(lines[1])
+    assert first["src"] == SENTENCES[0] and len(first["hyps"]) == 3
+    scores = [h["score"] for h in first["hyps"]]
+    assert scores == sorted(scores, reverse=True) and all(h["logprob"] <= h["score"] for h in first["hyps"])
+    assert empty == {"line": 2, "src": "", "hyps": []}
+    text, _ = translate_text(run, SENTENCES[0] + "\n", beam=4, nbest=3)
+    assert text[0].split("\t") == [h["text"] for h in first["hyps"]]
+
+
+def test_bf16_and_sampling_run(run):
+    lines, _ = translate_text(run, "\n".join(SENTENCES) + "\n", precision="bf16")
+    assert len(lines) == 5
+    a, _ = translate_text(run, SENTENCES[0] + "\n", sample=True, nbest=4, top_k=5, seed=3)
+    b, _ = translate_text(run, SENTENCES[0] + "\n", sample=True, nbest=4, top_k=5, seed=3)
+    assert a == b and len(a[0].split("\t")) == 4
+
+
+def test_command_line_values_override_the_recipe(run):
+    d = resolve_decoding(run, DecodeOptions())
+    assert (d.search.beam, d.search.max_len_b) == (run.recipe.decode.beam, run.recipe.decode.max_len_b)
+    d = resolve_decoding(run, DecodeOptions(beam=7, alpha=0.0, max_len_b=3, batch_tokens=99))
+    assert (d.search.beam, d.search.alpha, d.search.max_len_b, d.batch_tokens) == (7, 0.0, 3, 99)
+    with pytest.raises(UsageError, match="nbest"):
+        resolve_decoding(run, DecodeOptions(beam=2, nbest=3))
+    with pytest.raises(UsageError, match="--beam 0"):
+        resolve_decoding(run, DecodeOptions(beam=0))
+
+
+def test_invalid_utf8_names_the_line(run):
+    with pytest.raises(TxError, match=r"<stdin>: line 3: not valid UTF-8"):
+        translate_stream(run, io.BytesIO(b"a\nb\n\xff\xfe\nd\n"), io.BytesIO(),
+                         resolve_decoding(run, DecodeOptions()), Formatter(run, "text", False))
+
+
+# --------------------------------------------------------------------------- the real command line
+
+
+def test_three_lines_in_three_lines_out(tiny_run: Path):
+    result = subprocess.run(f"printf 'a\\n\\nb\\n' | {sys.executable} -m txcli translate {tiny_run} | wc -l",
+                            shell=True, capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "3", result.stderr
+
+
+def test_ten_thousand_lines_stay_aligned(tiny_run: Path, tmp_path: Path):
+    short = ["the dog sees a cat", "big red house", "cat", "a dog", "the cat runs"]
+    lines = [short[i % 5] if i % 7 else "" for i in range(10_000)]
+    lines[5000] = " ".join(["cat"] * 100)
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = run_tx("translate", str(tiny_run), "--input", str(src), "--output", str(tmp_path / "out.txt"),
+                    "--beam", "1", "--max-len-a", "0", "--max-len-b", "2", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")
+    assert len(out) == 10_001 and out[-1] == ""
+    for i, (line, translation) in enumerate(zip(lines, out)):
+        if line == "":
+            assert translation == "", i
+    first = {lines[i]: out[i] for i in range(1, 6)}
+    assert all(out[i] == first[lines[i]] for i in range(10_000) if lines[i] in first)
+    assert result.stderr.count("warning") == 1 and "1 lines longer" in result.stderr
+
+
+def test_output_flows_through_a_pipe_before_input_ends(tiny_run: Path):
+    proc = subprocess.Popen([sys.executable, "-m", "txcli", "translate", str(tiny_run)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"the dog sees a cat\n")
+        proc.stdin.flush()
+        ready, _, _ = select.select([proc.stdout], [], [], 120)
+        assert ready, "no translation before the input ended"
+        assert proc.stdout.readline().endswith(b"\n")
+        proc.stdin.write(b"cat\n")
+        proc.stdin.close()
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=120) == 0 and rest.count(b"\n") == 1
+    finally:
+        proc.kill()
+
+
+def test_missing_and_broken_run_dirs_are_one_line_errors(tiny_run: Path, tmp_path: Path):
+    result = run_tx("translate", str(tmp_path / "nope"), input="a\n")
+    assert result.returncode == 1 and "no such run directory" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    (tiny_run / MODEL_FILE).write_bytes(b"not weights")
+    result = run_tx("translate", str(tiny_run), input="a\n")
+    assert result.returncode == 1 and "damaged or truncated" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_bad_utf8_on_stdin_exits_with_the_line_number(tiny_run: Path):
+    result = run_tx("translate", str(tiny_run), input=b"a\n\xff\n")
+    assert result.returncode == 1 and b"line 2: not valid UTF-8" in result.stderr
+
+
+# --------------------------------------------------------------------------- score and evaluate
+
+
+def test_scores_do_not_depend_on_the_batch(run):
+    enc = run.src_tok.encode
+    pairs = [(enc(s) + [EOS_ID], enc(s.upper())) for s in SENTENCES] + [([EOS_ID], [])]
+    together = token_logprobs(run, pairs, batch_tokens=10_000)
+    alone = [token_logprobs(run, [p], batch_tokens=10_000)[0] for p in pairs]
+    for t, a, (_, tgt) in zip(together, alone, pairs):
+        assert len(t) == len(tgt) + 1 and t == pytest.approx(a, abs=1e-4)
+    # by hand: log p(token | prefix) under teacher forcing
+    src, tgt = pairs[0]
+    logits = run.model(torch.tensor([src]), torch.tensor([[2] + tgt]))[0].log_softmax(-1)
+    assert together[0] == pytest.approx(logits.gather(1, torch.tensor([tgt + [EOS_ID]]).T).view(-1).tolist(), abs=1e-4)
+
+
+def test_score_command_one_line_per_pair(tiny_run: Path, tmp_path: Path):
+    (tmp_path / "s").write_text("the dog\n\nbig cat\n")
+    (tmp_path / "t").write_text("DOG THE\n\nCAT BIG\n")
+    result = run_tx("score", str(tiny_run), "--src", str(tmp_path / "s"), "--tgt", str(tmp_path / "t"),
+                    "--format", "jsonl", "--tokens", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(records) == 3 and records[1]["tokens"] == ["</s>"]
+    for r in records:
+        assert r["logprob"] == pytest.approx(sum(r["token_logprobs"]), abs=1e-3) and r["logprob"] < 0
+    (tmp_path / "t").write_text("DOG THE\n")
+    result = run_tx("score", str(tiny_run), "--src", str(tmp_path / "s"), "--tgt", str(tmp_path / "t"))
+    assert result.returncode == 2 and "has 3 lines but" in result.stderr
+
+
+def test_evaluate_hypotheses_and_a_run(tiny_run: Path, tmp_path: Path):
+    ref = tmp_path / "ref"
+    ref.write_text("DOG THE SEES A CAT\nCAT BIG RED ON THE HOUSE\n")
+    result = run_tx("evaluate", "--hyp", str(ref), "--ref", str(ref), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["bleu"] == 100.0 and json.loads(result.stdout)["chrf"] == 100.0
+    src = tmp_path / "src"
+    src.write_text("cat a sees the dog\nhouse the on red big cat\n")
+    result = run_tx("evaluate", str(tiny_run), "--src", str(src), "--ref", str(ref), "--json",
+                    "--output", str(tmp_path / "hyp"), "--max-len-a", "0", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads(result.stdout)
+    assert scores["sentences"] == 2 and 0 <= scores["bleu"] <= 100 and scores["decoding"]["beam"] == 2
+    assert len((tmp_path / "hyp").read_text().splitlines()) == 2
+    result = run_tx("evaluate", str(tiny_run), "--src", str(src))
+    assert result.returncode == 2 and "--ref is required" in result.stderr

@@ -1,0 +1,99 @@
+"""`tx evaluate`: corpus BLEU and chrF (sacrebleu), of a run's translations of a source file or
+of a given hypothesis file, against one reference file."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..data import read_pairs
+from ..errors import UsageError
+from ..recipe import Corpus
+from .run import Run
+from .translate import CHUNK_LINES, Decoding, encode_sources, make_generator, open_output, translate_rows
+
+
+@dataclass
+class EvalRequest:
+    ref: Optional[Path] = None
+    src: Optional[Path] = None  # translate this with the run...
+    hyp: Optional[Path] = None  # ...or score these hypotheses
+    output: Optional[Path] = None  # save the translations here
+
+
+def default_test_files(run: Run, req: EvalRequest) -> EvalRequest:
+    """No --src/--hyp/--ref at all: the recipe's test split (two text files)."""
+    if req.src or req.hyp or req.ref:
+        return req
+    test = run.recipe.data.test
+    if test is None or test.format != "text":
+        raise UsageError("give --src and --ref (or --hyp and --ref): the recipe has no plain-text test split")
+    return EvalRequest(ref=test.tgt, src=test.src, output=req.output)
+
+
+def check_request(req: EvalRequest, have_run: bool) -> None:
+    if req.ref is None:
+        raise UsageError("--ref is required: the reference translations to compare against")
+    if (req.src is None) == (req.hyp is None):
+        raise UsageError("give either --src (translate it with RUN_DIR) or --hyp (score a hypothesis file)")
+    if req.src is not None and not have_run:
+        raise UsageError("--src needs a RUN_DIR to translate with")
+    for flag, path in (("--ref", req.ref), ("--src", req.src), ("--hyp", req.hyp)):
+        if path is not None and not Path(path).is_file():
+            raise UsageError(f"{flag} {path}: file not found")
+
+
+def translate_file(run: Run, src: Path, ref: Path, decoding: Decoding,
+                   on_progress: Optional[Callable[[int], None]] = None) -> tuple[list[str], list[str]]:
+    """(hypotheses, references): the source translated chunk by chunk; the two files must align."""
+    hyps: list[str] = []
+    refs: list[str] = []
+    pairs = read_pairs(Corpus(src=src, tgt=ref))
+    generator = make_generator(run, decoding)
+    while chunk := list(itertools.islice(pairs, CHUNK_LINES)):
+        rows, _ = encode_sources(run.src_tok, [s for s, _ in chunk], run.recipe.data.max_len)
+        todo = [i for i, r in enumerate(rows) if r is not None]
+        out = [""] * len(chunk)
+        for i, h in zip(todo, translate_rows(run, [rows[i] for i in todo], decoding, generator)):
+            out[i] = run.tgt_tok.decode(h[0].tokens) if h else ""
+        hyps.extend(out)
+        refs.extend(r for _, r in chunk)
+        if on_progress is not None:
+            on_progress(len(hyps))
+    return hyps, refs
+
+
+def corpus_scores(hyps: list[str], refs: list[str]) -> dict:
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu, chrf = BLEU(), CHRF()
+    b, c = bleu.corpus_score(hyps, [refs]), chrf.corpus_score(hyps, [refs])
+    return {"bleu": round(b.score, 2), "chrf": round(c.score, 2), "sentences": len(hyps),
+            "bleu_detail": str(b), "bleu_signature": str(bleu.get_signature()),
+            "chrf_signature": str(chrf.get_signature())}
+
+
+def evaluate(run: Optional[Run], req: EvalRequest, decoding: Optional[Decoding],
+             on_progress: Optional[Callable[[int], None]] = None) -> dict:
+    """BLEU/chrF and what they were computed on."""
+    check_request(req, run is not None)
+    start = time.perf_counter()
+    if req.hyp is not None:
+        pairs = list(read_pairs(Corpus(src=req.hyp, tgt=req.ref)))
+        hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
+    else:
+        hyps, refs = translate_file(run, req.src, req.ref, decoding, on_progress)
+        if req.output is not None:
+            with open_output(req.output, None) as f:
+                f.write("".join(h + "\n" for h in hyps).encode("utf-8"))
+    result = corpus_scores(hyps, refs)
+    result.update({"reference": str(req.ref), "source": str(req.src) if req.src else None,
+                   "hypotheses": str(req.hyp or req.output) if (req.hyp or req.output) else None,
+                   "seconds": round(time.perf_counter() - start, 2)})
+    if run is not None and req.src is not None:
+        s = decoding.search
+        result["decoding"] = {"beam": s.beam, "alpha": s.alpha, "sample": s.sample, "precision": decoding.precision}
+    return result

@@ -1,0 +1,95 @@
+"""`tx score`: the model's log-probability of given translations, one line per sentence pair.
+
+The log-probability counts every target subword and the closing </s>; the mean divides it by
+that count. Pairs are read as a stream in chunks, sorted by length and batched by a token budget;
+the output keeps the input order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import torch
+
+from ..data import read_pairs
+from ..recipe import Corpus
+from ..tokenizer import BOS_ID, EOS_ID
+from .run import Run
+from .translate import CHUNK_LINES, check_choice, pad_rows, precision_context, token_batches
+
+
+@dataclass
+class ScoreSummary:
+    pairs: int = 0
+    truncated: int = 0  # pairs with a side cut to the model's maximum length
+    max_len: int = 0
+
+
+@torch.inference_mode()
+def token_logprobs(run: Run, pairs: list[tuple[list[int], list[int]]], batch_tokens: int,
+                   precision: str = "fp32") -> list[list[float]]:
+    """Per pair (source ids + </s>, target ids): log p(token) for each target id and </s>."""
+    model = run.model
+    results: list[list[float]] = [[] for _ in pairs]
+    widths = [max(len(s), len(t) + 1) for s, t in pairs]
+    for batch in token_batches(widths, batch_tokens):
+        src = pad_rows([pairs[i][0] for i in batch], model.cfg.pad_id, run.device)
+        tgt_in = pad_rows([[BOS_ID] + pairs[i][1] for i in batch], model.cfg.pad_id, run.device)
+        tgt_out = pad_rows([pairs[i][1] + [EOS_ID] for i in batch], model.cfg.pad_id, run.device)
+        with precision_context(precision, run.device):
+            logits = model(src, tgt_in)
+        picked = logits.float().log_softmax(-1).gather(2, tgt_out.unsqueeze(2)).squeeze(2)
+        for row, i in enumerate(batch):
+            results[i] = picked[row, : len(pairs[i][1]) + 1].tolist()
+    return results
+
+
+def _format(number: int, logprobs: list[float], tokens: list[str] | None, jsonl: bool) -> str:
+    total = sum(logprobs)
+    mean = total / len(logprobs)
+    if jsonl:
+        record = {"line": number, "logprob": round(total, 4), "mean": round(mean, 4), "length": len(logprobs)}
+        if tokens is not None:
+            record["tokens"] = tokens
+            record["token_logprobs"] = [round(x, 4) for x in logprobs]
+        return json.dumps(record, ensure_ascii=False)
+    line = f"{total:.4f}\t{mean:.4f}"
+    if tokens is not None:
+        line += "\t" + " ".join(f"{t}/{x:.4f}" for t, x in zip(tokens, logprobs))
+    return line
+
+
+def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: int, jsonl: bool = False,
+                show_tokens: bool = False, precision: str = "fp32") -> ScoreSummary:
+    """Score every (source, target) line pair of two aligned files into `sink`."""
+    check_choice("--precision", precision, ("fp32", "bf16"))
+    summary = ScoreSummary(max_len=run.recipe.data.max_len)
+    pairs = read_pairs(Corpus(src=src, tgt=tgt))
+    for chunk in _chunks(pairs, CHUNK_LINES):
+        src_ids = run.src_tok.encode_batch([s for s, _ in chunk])
+        tgt_ids = run.tgt_tok.encode_batch([t for _, t in chunk])
+        encoded = []
+        for s, t in zip(src_ids, tgt_ids):
+            summary.truncated += len(s) > summary.max_len or len(t) > summary.max_len
+            encoded.append((s[: summary.max_len] + [EOS_ID], t[: summary.max_len]))
+        scores = token_logprobs(run, encoded, batch_tokens, precision)
+        out = []
+        for k, ((_, t), lps) in enumerate(zip(encoded, scores)):
+            tokens = [run.tgt_tok.id_to_token(i) for i in t] + ["</s>"] if show_tokens else None
+            out.append(_format(summary.pairs + k + 1, lps, tokens, jsonl))
+        sink.write(("\n".join(out) + "\n").encode("utf-8"))
+        sink.flush()
+        summary.pairs += len(chunk)
+    return summary
+
+
+def _chunks(items: Iterator, size: int) -> Iterator[list]:
+    while True:
+        chunk = list(itertools.islice(items, size))
+        if not chunk:
+            return
+        yield chunk
