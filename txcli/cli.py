@@ -112,6 +112,207 @@ def train_tokenizer(
     err.print(f"vocabulary: source {src_tok.vocab_size}, target {tgt_tok.vocab_size}")
 
 
+@app.command("attention-dump")
+@user_errors
+def attention_dump(
+    run_dir: Path = typer.Argument(..., help="Run directory of a trained model."),
+    src: Optional[List[str]] = typer.Option(None, "--src", help="A source sentence (repeatable)."),
+    tgt: Optional[List[str]] = typer.Option(None, "--tgt", help="Its target: forced decoding instead of translating (repeatable, one per --src)."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Source sentences, one a line ('-' = stdin)."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Targets for --input, one a line: forced decoding."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Dump file ('-' = stdout). Default: stdout, or no dump with --plot/--show."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl (one record a sentence) or npz (one array per kind and layer: heads x queries x keys)."),
+    precision: int = typer.Option(4, "--precision", help="Digits kept in jsonl weights."),
+    kind: Optional[List[str]] = typer.Option(None, "--kind", help="Keep only enc, dec or cross (repeatable)."),
+    layer: Optional[List[int]] = typer.Option(None, "--layer", help="Keep only this layer, 0-based, -1 = last (repeatable)."),
+    head: Optional[List[int]] = typer.Option(None, "--head", help="Keep only this head, 0-based (repeatable)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG heatmaps here: one per sentence, kind and layer, every head in a grid."),
+    show: bool = typer.Option(False, "--show", help="Draw one kind, layer and head per sentence in the terminal (default: cross, last layer, head 0)."),
+    align: bool = typer.Option(False, "--align", help="Write word alignments (Pharaoh i-j) from cross-attention instead of weights."),
+    align_row: str = typer.Option("input", "--align-row", help="Which decoder step aligns target word t: input (the step that reads it) or output (the step that predicts it)."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold alignments (Pharaoh): print the AER of every decoder layer."),
+    beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size when translating (default: the recipe's decode.beam)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, help="Length penalty when translating (default: decode.alpha)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Sentences per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+):
+    """Every attention weight of a model for some sentences: encoder self-attention, decoder
+    self-attention and cross-attention, every layer and head, as data (jsonl/npz), pictures
+    (--plot, --show) or word alignments (--align)."""
+    from .attention import KINDS, Selection
+    from .commands.attention import DumpRequest, dump_attention
+
+    _check_choice("--format", fmt, ("jsonl", "npz"))
+    _check_choice("--align-row", align_row, ("input", "output"))
+    _check_choice("--device", device, ("auto", "cpu", "cuda"))
+    for k in kind or []:
+        _check_choice("--kind", k, KINDS)
+    selection = Selection(tuple(kind) if kind else KINDS, tuple(layer) if layer else None, tuple(head) if head else None)
+    if show:
+        selection = _show_selection(kind, layer, head)
+    if output is None and not (plot or show) or (align and output is None):
+        output = Path("-")
+    stdout_has_data = output is not None and str(output) == "-"
+    if stdout_has_data and fmt == "npz" and not align and sys.stdout.isatty():
+        fail("npz is binary: give --output FILE (or pipe stdout)", 2)
+    view = err if stdout_has_data else out
+    req = DumpRequest(run_dir, src_texts=src or [], tgt_texts=tgt or [], input=input, ref=ref, output=output,
+                      fmt=fmt, precision=precision, selection=selection, plot_dir=plot, align=align,
+                      align_row=align_row, gold=gold, beam=beam, alpha=alpha, batch_size=batch_size, device=device)
+    on_record = (lambda rec: view.print(_attention_heatmap(rec))) if show else None
+    with err.status("attention: loading the model") as status:
+        report = dump_attention(req, sys.stdout.buffer, on_record,
+                                lambda n: status.update(f"attention: {n} sentence{'s' * (n != 1)}"))
+    _attention_summary(report, output)
+
+
+def _check_choice(option: str, value: str, choices) -> None:
+    if value not in choices:
+        fail(f"{option} {value!r}: expected one of {', '.join(choices)}", 2)
+
+
+def _show_selection(kind, layer, head):
+    """--show draws one kind, layer and head: cross-attention of the last layer, head 0 unless chosen."""
+    from .attention import Selection
+
+    for option, values in (("--kind", kind), ("--layer", layer), ("--head", head)):
+        if values and len(values) > 1:
+            fail(f"--show draws one kind, layer and head: give {option} once", 2)
+    return Selection(((kind or ["cross"])[0],), ((layer or [-1])[0],), ((head or [0])[0],))
+
+
+def _attention_summary(report, output) -> None:
+    what = "alignments" if report.align_layer is not None else "attention"
+    where = "" if output is None else " to stdout" if str(output) == "-" else f" to {output}"
+    translated = ", translated first" if report.translated else ", forced decoding"
+    err.print(f"{what} of {report.sentences} sentence{'s' * (report.sentences != 1)}{translated}{where}")
+    if report.align_layer is not None:
+        err.print(f"alignments from decoder layer {report.align_layer}")
+    for layer, aer in report.aer_by_layer.items():
+        mark = "  <- written" if layer == report.align_layer else ""
+        err.print(f"AER layer {layer}: {aer:.3f}{mark}")
+    if report.plots:
+        err.print(f"wrote {len(report.plots)} heatmaps to {report.plots[0].parent}")
+
+
+HEATMAP_COLOURS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]  # viridis
+
+
+def _heat_colour(value: float) -> str:
+    x = min(max(value, 0.0), 1.0) * (len(HEATMAP_COLOURS) - 1)
+    i = min(int(x), len(HEATMAP_COLOURS) - 2)
+    a, b = HEATMAP_COLOURS[i], HEATMAP_COLOURS[i + 1]
+    r, g, bl = (round(a[c] + (b[c] - a[c]) * (x - i)) for c in range(3))
+    return f"rgb({r},{g},{bl})"
+
+
+def _attention_heatmap(rec):
+    """One kind/layer/head of a record as text: key tokens written downwards over the columns,
+    query tokens on the left, each cell the weight in tenths (blank below 0.05) on a viridis colour."""
+    from rich.text import Text
+
+    from .attention import KIND_NAMES
+
+    (kind, layers), = rec.weights.items()
+    (layer, weights), = layers.items()
+    rows, cols = (([t[:10] for t in side]) for side in rec.axis_tokens(kind))
+    width = max(len(r) for r in rows)
+    text = Text(f"sentence {rec.index}: {KIND_NAMES[kind]}, layer {layer}, head {rec.heads[0]}\n", style="bold")
+    for d in range(max(len(c) for c in cols)):
+        text.append(" " * (width + 1) + "".join(f"{c[d] if d < len(c) else ' '} " for c in cols) + "\n")
+    for label, row in zip(rows, weights[0]):
+        text.append(label.rjust(width) + " ")
+        for value in row:
+            tenths = min(round(float(value) * 10), 9)
+            fg = "black" if value > 0.6 else "white"
+            text.append(f"{tenths if tenths else ' '} ", style=f"{fg} on {_heat_colour(float(value))}")
+        text.append("\n")
+    return text
+
+
+@app.command("inspect")
+@user_errors
+def inspect(
+    run_dir: Path = typer.Argument(..., help="Run directory."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG heatmap of the positional-encoding matrix here."),
+    positions: Optional[int] = typer.Option(None, "--positions", min=1, help="Rows of the --plot (default: data.max_len + 2)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """What a run directory holds: recipe, vocabularies, parameters per module, training history, checkpoints."""
+    import json
+
+    from .commands.inspect import inspect_run, positional_encoding_png
+
+    summary = inspect_run(run_dir)
+    if as_json:
+        out.print_json(json.dumps(summary.to_json()))
+    else:
+        _print_summary(summary)
+    if plot is not None:
+        from .checkpoint import write_bytes_atomic
+
+        write_bytes_atomic(plot, positional_encoding_png(run_dir, positions))
+        err.print(f"wrote {plot}")
+
+
+def _print_summary(s) -> None:
+    from rich.table import Table
+
+    out.print(f"[bold]run[/] {_escape(s.run_dir)}")
+    recipe = Table.grid(padding=(0, 1))
+    for section, values in s.recipe.items():
+        recipe.add_row(f"[bold]{section}[/]", _escape(_flat(values)))
+    out.print(recipe)
+    if s.vocab:
+        joint = " (joint)" if s.vocab["joint"] else ""
+        out.print(f"[bold]vocabulary[/]: source {s.vocab['source']:,}, target {s.vocab['target']:,}{joint}")
+    if s.total_params is not None:
+        table = Table("module", "parameters", "shares", title=f"parameters: {s.total_params:,} ({s.model_bytes / 1e6:.1f} MB file)", title_justify="left")
+        table.columns[1].justify = "right"
+        for m in s.modules:
+            depth = m.name.count(".")
+            if depth < 2:
+                table.add_row("  " * depth + m.name, f"{m.params:,}", ", ".join(m.shared_from))
+        out.print(table)
+    if s.history is not None:
+        _print_history(s.history)
+    if s.checkpoints:
+        listed = ", ".join(c.name + "".join(f" {k} {v:.4g}" for k, v in c.scores.items()) for c in s.checkpoints)
+        out.print(f"[bold]checkpoints[/]: {listed}")
+    for note in s.notes:
+        out.print(f"[yellow]{_escape(note)}[/]")
+
+
+def _flat(value, prefix: str = "") -> str:
+    """A recipe section on one line: "d_model=256, heads=4, ...", nested keys dotted, nulls left out."""
+    if not isinstance(value, dict):
+        return str(value)
+    items = []
+    for key, v in value.items():
+        if isinstance(v, dict):
+            items.append(_flat(v, f"{prefix}{key}."))
+        elif v is not None:
+            items.append(f"{prefix}{key}={v}")
+    return ", ".join(i for i in items if i)
+
+
+def _print_history(h) -> None:
+    parts = [f"{h.steps:,} steps"]
+    if h.epochs is not None:
+        parts.append(f"{h.epochs:.2f} epochs")
+    if h.elapsed_s is not None:
+        parts.append(f"{h.elapsed_s / 60:.1f} min")
+    if h.tokens_per_s is not None:
+        parts.append(f"{h.tokens_per_s:,.0f} tokens/s")
+    if h.last_loss is not None:
+        parts.append(f"last loss {h.last_loss:.4f}")
+    out.print(f"[bold]training[/]: {', '.join(parts)}; {h.validations} validations")
+    for b in h.best:
+        out.print(f"  best {b.metric}: {b.value:.4g} at step {b.step:,}")
+    if h.unreadable_lines:
+        out.print(f"[yellow]  {h.unreadable_lines} unreadable line(s) in metrics.jsonl skipped[/]")
+
+
 @app.command("train")
 @user_errors
 def train(
