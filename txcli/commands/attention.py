@@ -178,8 +178,9 @@ def _window(run: Run, pairs: list[tuple[int, str, Optional[str]]], selection: Se
             settings: SearchConfig, batch_size: int) -> list[SentenceAttention]:
     limit = run.model.cfg.max_positions
     src = [_encode_checked(run.src_tok, s, i, limit, "source") + [EOS_ID] for i, s, _ in pairs]
-    tgt: list[Optional[list[int]]] = [None if t is None else _encode_checked(run.tgt_tok, t, i, limit, "target")
-                                      for i, _, t in pairs]
+    # None: to be translated; a blank source line stays untranslated, as in `tx translate`
+    tgt: list[Optional[list[int]]] = [_encode_checked(run.tgt_tok, t, i, limit, "target") if t is not None
+                                      else [] if not s.strip() else None for i, s, t in pairs]
     lengths = [_longer_side(s, t, settings) for s, t in zip(src, tgt)]
     records: list[Optional[SentenceAttention]] = [None] * len(pairs)
     for batch in _batches(lengths, batch_size):
@@ -223,6 +224,10 @@ def open_output(path: Optional[Path], stdout: BinaryIO):
         stdout.flush()
         return
     path = Path(path)
+    if path.exists() and not path.is_file():  # /dev/null, a named pipe: nothing to replace
+        with open(path, "wb") as f:
+            yield f
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -342,6 +347,6 @@ def dump_attention(req: DumpRequest, stdout: BinaryIO,
                 progress(report.sentences)
         if writer is not None:
             writer.close()
-    if aligner is not None and req.gold is not None:
-        report.aer_by_layer = aligner.aer_by_layer()
+        if aligner is not None and req.gold is not None:  # inside: a gold file too long keeps no output
+            report.aer_by_layer = aligner.aer_by_layer()
     return report
