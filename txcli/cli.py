@@ -277,8 +277,11 @@ def _print_summary(s) -> None:
     if s.history is not None:
         _print_history(s.history)
     if s.checkpoints:
-        listed = ", ".join(c.name + "".join(f" {k} {v:.4g}" for k, v in c.scores.items()) for c in s.checkpoints)
-        out.print(f"[bold]checkpoints[/]: {listed}")
+        out.print("[bold]checkpoints[/]")
+        for c in s.checkpoints:
+            step = f" (step {c.step:,})" if c.name == "last" and c.step is not None else ""
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in c.scores.items())
+            out.print(f"  {c.name}{step}{': ' + scores if scores else ''}")
     for note in s.notes:
         out.print(f"[yellow]{_escape(note)}[/]")
 
