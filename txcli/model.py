@@ -6,7 +6,7 @@ tokenizers or the command line; callers hand it token ids and get logits back.
 """
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import torch
@@ -292,31 +292,39 @@ class DecoderCache:
     cross_kv: Tensor
     src_pad_mask: Tensor
     length: int = 0
-    # select() writes into these (grown as needed) and swaps them with the live buffers, so
-    # reordering beams every step allocates nothing.
-    _spare: Optional[tuple[Tensor, Tensor]] = field(default=None, repr=False)
-    _live: Optional[tuple[Tensor, Tensor]] = field(default=None, repr=False)
 
     @property
     def capacity(self) -> int:
         return self.self_kv.size(4)
 
     @torch.no_grad()
-    def select(self, index: torch.LongTensor) -> None:
-        """Keep/reorder batch rows (beam reordering, dropping finished sentences)."""
-        rows, n = index.numel(), self.length
-        spare = self._spare
-        if spare is None or spare[0].size(2) < rows:
-            spare = (self.self_kv.new_empty(self.self_kv.shape[:2] + (rows,) + self.self_kv.shape[3:]),
-                     self.cross_kv.new_empty(self.cross_kv.shape[:2] + (rows,) + self.cross_kv.shape[3:]))
-        self_kv, cross_kv = spare[0][:, :, :rows], spare[1][:, :, :rows]
-        # only the steps decoded so far are worth copying
-        torch.index_select(self.self_kv[:, :, :, :, :n], 2, index, out=self_kv[:, :, :, :, :n])
-        torch.index_select(self.cross_kv, 2, index, out=cross_kv)
-        self._spare = self._live or (self.self_kv, self.cross_kv)
-        self._live = spare
-        self.self_kv, self.cross_kv = self_kv, cross_kv
-        self.src_pad_mask = self.src_pad_mask.index_select(0, index)
+    def select(self, index: torch.LongTensor, cross_index: Optional[torch.LongTensor] = None) -> None:
+        """Keep/reorder batch rows (beam reordering, dropping finished sentences).
+
+        cross_index: rows for the cross-attention keys/values where they may differ from `index`:
+        beams of one sentence share them, so a beam search passes each kept sentence's rows in
+        place and nothing is copied while no sentence leaves.
+        """
+        cross_index = index if cross_index is None else cross_index
+        self.self_kv = _take_rows(self.self_kv, index, self.length)
+        self.cross_kv = _take_rows(self.cross_kv, cross_index)
+        self.src_pad_mask = self.src_pad_mask.index_select(0, cross_index)
+
+
+def _take_rows(buffer: Tensor, index: Tensor, steps: Optional[int] = None) -> Tensor:
+    """buffer[:, :, index] for [L,2,B,H,T,d_k] buffers, copying only the first `steps` positions.
+    When it does not grow it works in place: only rows whose source differs are copied (beam
+    search moves a fraction of them per step), and the result is a narrowed view of the buffer."""
+    rows = index.numel()
+    if rows > buffer.size(2):
+        grown = buffer.new_empty(buffer.shape[:2] + (rows,) + buffer.shape[3:])
+        grown[:, :, :, :, :steps] = buffer[:, :, :, :, :steps].index_select(2, index)
+        return grown
+    moved = (index != torch.arange(rows, device=index.device)).nonzero().squeeze(1)
+    if moved.numel():
+        filled = buffer[:, :, :, :, :steps]
+        filled.index_copy_(2, moved, filled.index_select(2, index[moved]))
+    return buffer[:, :, :rows]
 
 
 # --------------------------------------------------------------------------- the model

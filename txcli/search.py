@@ -180,8 +180,8 @@ class _CachedDecoder:
         logits = self.model.decode(history[:, step:step + 1], None, self.cache.src_pad_mask, self.cache)
         return F.log_softmax(logits[:, -1].float(), dim=-1)
 
-    def select(self, rows: Tensor) -> None:
-        self.cache.select(rows)
+    def select(self, rows: Tensor, sentence_rows: Tensor) -> None:
+        self.cache.select(rows, sentence_rows)
 
 
 class _RecomputingDecoder:
@@ -194,9 +194,9 @@ class _RecomputingDecoder:
         logits = self.model.decode(history[:, : step + 1], self.memory, self.src_pad)
         return F.log_softmax(logits[:, -1].float(), dim=-1)
 
-    def select(self, rows: Tensor) -> None:
-        self.memory = self.memory.index_select(0, rows)
-        self.src_pad = self.src_pad.index_select(0, rows)
+    def select(self, rows: Tensor, sentence_rows: Tensor) -> None:
+        self.memory = self.memory.index_select(0, sentence_rows)
+        self.src_pad = self.src_pad.index_select(0, sentence_rows)
 
 
 # --------------------------------------------------------------------------- the search loop
@@ -243,7 +243,7 @@ def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn:
     expand = torch.arange(B, device=device).repeat_interleave(K)  # K rows per sentence
     Decoder = _CachedDecoder if use_cache else _RecomputingDecoder
     decoder = Decoder(model, memory, src_pad, capacity)
-    decoder.select(expand)
+    decoder.select(expand, expand)
 
     sentences = torch.arange(B, device=device)  # original index of each sentence still decoding
     row_max_len = max_len[expand]
@@ -272,12 +272,13 @@ def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn:
         hope = choice.scores[:, 0] / worst_penalty[sentences]
         done = ((finished.count[sentences] >= K) | (max_len[sentences] <= step)
                 | (hope <= finished.bar[sentences]))
-        keep = (~done).nonzero(as_tuple=True)[0]
+        keep = _keep_order(done)
         if keep.numel() == 0:
             break
-        rows = (keep.unsqueeze(1) * K + choice.origins[keep]).view(-1)
-        if keep.numel() < b or not _is_identity(rows):
-            decoder.select(rows)
+        if keep.numel() < b or K > 1:  # else every row goes on in place
+            first_row = keep.unsqueeze(1) * K
+            rows = (first_row + choice.origins[keep]).view(-1)
+            decoder.select(rows, (first_row + torch.arange(K, device=device)).view(-1))
             history = history.index_select(0, rows)
             row_max_len = row_max_len.index_select(0, rows)
         history[:, step + 1] = choice.tokens[keep].view(-1)
@@ -285,8 +286,15 @@ def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn:
     return finished.best()
 
 
-def _is_identity(rows: Tensor) -> bool:
-    return bool((rows == torch.arange(rows.numel(), device=rows.device)).all())
+def _keep_order(done: Tensor) -> Tensor:
+    """The sentences not done, in the order they take next step: those among the first n_kept
+    slots stay where they are and the last ones move into the holes, so finished sentences leave
+    at the cost of copying only the rows that fill their places."""
+    kept = (~done).nonzero().squeeze(1)
+    n = kept.numel()
+    order = torch.arange(n, device=done.device)
+    order[done[:n].nonzero().squeeze(1)] = kept[kept >= n]
+    return order
 
 
 # --------------------------------------------------------------------------- entry points

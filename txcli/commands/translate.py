@@ -283,13 +283,18 @@ def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decod
 
 @contextlib.contextmanager
 def open_output(path: Optional[Path], stdout: BinaryIO):
-    """stdout, or a temp file renamed over `path` only when everything went well."""
+    """stdout, or a temp file renamed over `path` only when everything went well. A path that is
+    not a regular file (/dev/null, a named pipe) is written directly, never replaced."""
     if path is None or str(path) == "-":
         yield stdout
         return
     import tempfile
 
     path = Path(path)
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            yield f
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
