@@ -127,6 +127,29 @@ def test_loss_ignores_padding_and_smooths():
     assert smoothed_loss_sum(logits, target, eps) == pytest.approx(float(smooth), rel=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loss_gradient_equals_torch_cross_entropy(dtype):
+    import torch.nn.functional as F
+
+    from txcli import training
+
+    torch.manual_seed(0)
+    rows = 3 * training.LOSS_ROWS + 5  # several row blocks and a ragged last one
+    logits = torch.randn(rows, 50).to(dtype).requires_grad_()
+    target = torch.randint(4, 50, (rows,))
+    target[::7] = PAD_ID
+    mine = smoothed_loss_sum(logits, target, 0.1)
+    (2 * mine).backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    ref = F.cross_entropy(logits.float(), target, ignore_index=PAD_ID, label_smoothing=0.1, reduction="sum")
+    (2 * ref).backward()
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-3}
+    torch.testing.assert_close(mine, ref, **tol)
+    torch.testing.assert_close(ours.float(), logits.grad.float(), **tol)
+    assert ours.dtype == dtype and (ours[::7] == 0).all()  # padding gets no gradient
+
+
 def _tiny_trainer(tiny_recipe: Path, *overrides: str) -> Trainer:
     from txcli.commands.run import model_config
     from txcli.commands.tokenize import load_tokenizers, train_tokenizers

@@ -54,9 +54,57 @@ def lr_at(step: int, lr: float, warmup: int, schedule: str, max_steps: int, min_
 
 def smoothed_loss_sum(logits: torch.Tensor, target: torch.Tensor, smoothing: float) -> torch.Tensor:
     """Summed label-smoothed cross-entropy over the non-padding targets (Szegedy et al. 2016:
-    the one-hot target mixed with `smoothing` spread uniformly over the vocabulary)."""
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target.reshape(-1),
-                           ignore_index=PAD_ID, label_smoothing=smoothing, reduction="sum")
+    the one-hot target mixed with `smoothing` spread uniformly over the vocabulary):
+    per token  logsumexp(z) - (1 - smoothing) * z[target] - smoothing * mean(z)."""
+    logits = logits.reshape(-1, logits.size(-1))
+    if logits.requires_grad:
+        return _SmoothedCrossEntropy.apply(logits, target.reshape(-1), smoothing)
+    return _smoothed_rows(logits, target.reshape(-1), smoothing)[0]
+
+
+LOSS_ROWS = 256  # rows of logits handled at once: their fp32 copy stays in cache
+
+
+def _smoothed_rows(logits, target, smoothing):
+    """(summed loss, logsumexp per row), LOSS_ROWS rows at a time, accumulated in float32."""
+    V = logits.size(1)
+    keep = target != PAD_ID
+    lse = torch.empty(logits.size(0), dtype=torch.float32, device=logits.device)
+    total = torch.zeros((), dtype=torch.float32, device=logits.device)
+    for start in range(0, logits.size(0), LOSS_ROWS):
+        rows = slice(start, start + LOSS_ROWS)
+        z = logits[rows].float()
+        lse[rows] = torch.logsumexp(z, dim=-1)
+        picked = z.gather(1, target[rows, None]).squeeze(1)
+        per_row = lse[rows] - (1.0 - smoothing) * picked - (smoothing / V) * z.sum(-1)
+        total += torch.where(keep[rows], per_row, 0.0).sum()
+    return total, lse, keep
+
+
+class _SmoothedCrossEntropy(torch.autograd.Function):
+    """The loss and its gradient (softmax - smoothed target) in row blocks, without the full-size
+    float32 log-probabilities, their gradient and the zero-filled buffers that
+    F.cross_entropy(label_smoothing=...) goes through: on CPU the loss is memory-bound."""
+
+    @staticmethod
+    def forward(ctx, logits, target, smoothing):
+        total, lse, keep = _smoothed_rows(logits, target, smoothing)
+        ctx.save_for_backward(logits, target, lse, keep)
+        ctx.smoothing = smoothing
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        logits, target, lse, keep = ctx.saved_tensors
+        eps, V = ctx.smoothing, logits.size(1)
+        grad = torch.empty_like(logits)
+        scale = keep.float() * grad_total.float()
+        for start in range(0, logits.size(0), LOSS_ROWS):
+            rows = slice(start, start + LOSS_ROWS)
+            g = torch.exp(logits[rows].float() - lse[rows, None]).sub_(eps / V)
+            g.scatter_add_(1, target[rows, None], g.new_full((g.size(0), 1), eps - 1.0))
+            grad[rows] = g.mul_(scale[rows, None])
+        return grad, None, None
 
 
 def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
@@ -169,7 +217,8 @@ class Validator:
         order = sorted(hyps)
         text = self.detokenize([hyps[i] for i in order])
         refs = [self.references[i] for i in order]
-        return sacrebleu.corpus_bleu(text, [refs]).score, sacrebleu.corpus_chrf(text, [refs]).score
+        # force: pre-tokenized references are fine here; without it sacrebleu warns on stderr
+        return sacrebleu.corpus_bleu(text, [refs], force=True).score, sacrebleu.corpus_chrf(text, [refs]).score
 
 
 def autocast(device: torch.device, precision: str):
