@@ -16,8 +16,8 @@ import torch
 from txcli.checkpoint import MODEL_FILE
 from txcli.commands.run import open_run
 from txcli.commands.score import token_logprobs
-from txcli.commands.translate import (DecodeOptions, Formatter, line_chunks, resolve_decoding, token_batches,
-                                      translate_stream)
+from txcli.commands.translate import (DecodeOptions, Formatter, line_chunks, open_output, resolve_decoding,
+                                      token_batches, translate_stream)
 from txcli.errors import TxError, UsageError
 from txcli.tokenizer import EOS_ID
 
@@ -71,6 +71,15 @@ def test_chunks_and_batches_restore_the_input_order(run):
     by_source = {}
     for r in records:  # the same sentence always gets the same translation, wherever it was batched
         assert by_source.setdefault(r["src"], r["hyps"]) == r["hyps"]
+
+
+def test_output_to_a_device_is_written_not_replaced(tmp_path: Path):
+    with open_output(Path(os.devnull), None) as f:
+        f.write(b"thrown away\n")
+    assert not Path(os.devnull).is_file()
+    with open_output(tmp_path / "out.txt", None) as f:
+        f.write(b"kept\n")
+    assert (tmp_path / "out.txt").read_bytes() == b"kept\n" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_token_batches_sort_by_length_and_respect_the_budget():

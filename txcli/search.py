@@ -160,9 +160,11 @@ def _constrain(log_probs: Tensor, step: int, row_max_len: Tensor, cfg: SearchCon
         log_probs[:, eos_id].masked_fill_(row_max_len > step, NEG_INF)
     if cfg.no_repeat_ngram > 0:
         block_repeated_ngrams(log_probs, history, cfg.no_repeat_ngram)
-    eos = log_probs[:, eos_id].clone()
-    log_probs.masked_fill_((row_max_len <= step).unsqueeze(1), NEG_INF)
-    log_probs[:, eos_id] = eos
+    at_limit = row_max_len <= step
+    if bool(at_limit.any()):
+        eos = log_probs[:, eos_id].clone()
+        log_probs.masked_fill_(at_limit.unsqueeze(1), NEG_INF)
+        log_probs[:, eos_id] = eos
 
 
 # --------------------------------------------------------------------------- decoders
