@@ -496,7 +496,7 @@ def evaluate(
         decoding = _decoding(run, beam, alpha, max_len_a, max_len_b, min_len, no_repeat_ngram, batch_tokens,
                              1, sample, temperature, top_k, top_p, seed, precision)
         req = default_test_files(run, req)
-    with err.status("evaluate: translating") as status:
+    with err.status("evaluate: translating" if hyp is None else "evaluate: scoring") as status:
         result = run_evaluate(run, req, decoding, lambda n: status.update(f"evaluate: translated {n} sentences"))
     if as_json:
         print(json.dumps(result, indent=2))
