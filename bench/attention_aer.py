@@ -8,8 +8,8 @@ the reference targets (the gold links are between the source and the reference w
 For every decoder layer it reports AER with heads averaged (what `tx attention-dump --align`
 writes) and the best single head, for both ways of choosing the decoder row that speaks for
 target token t:
-  input   the row whose decoder input is token t (the step that predicts t+1)
-  output  the row whose output predicts token t (its input is token t-1)
+  output  the row whose output predicts token t (its input is token t-1); the default
+  input   the row whose decoder input is token t (the step that predicts t+1; "shift-att")
 then runs the command's own code path (dump_attention with --align --gold, default layer and row)
 and checks it reports the same number. Prints a table and a JSON line.
 """
@@ -31,7 +31,7 @@ from txcli.attention import Selection, align_words, alignment_error_rate, parse_
 from txcli.commands.attention import DumpRequest, attention_stream, default_align_layer, dump_attention, search_config  # noqa: E402
 from txcli.commands.run import open_run  # noqa: E402
 
-ROWS = ("input", "output")
+ROWS = ("output", "input")
 
 
 def main() -> None:
@@ -66,12 +66,12 @@ def main() -> None:
 
     layers = sorted({k[0] for k in aer})
     print(f"AER on {len(src)} sentences ({args.src}), forced decoding, {seconds:.1f} s")
-    print(f"{'layer':>5} | {'input: mean':>11} {'best head':>12} | {'output: mean':>12} {'best head':>12}")
+    print(f"{'layer':>5} | {'output: mean':>12} {'best head':>12} | {'input: mean':>12} {'best head':>12}")
     for layer in layers:
         cells = []
         for row in ROWS:
             best_head = min(heads, key=lambda h: aer[(layer, row, h)])
-            cells.append(f"{aer[(layer, row, 'mean')]:>11.3f} {aer[(layer, row, best_head)]:>7.3f} (h{best_head})")
+            cells.append(f"{aer[(layer, row, 'mean')]:>12.3f} {aer[(layer, row, best_head)]:>7.3f} (h{best_head})")
         print(f"{layer:>5} | {cells[0]} | {cells[1]}")
     best = min(((layer, row) for layer in layers for row in ROWS), key=lambda k: aer[(k[0], k[1], "mean")])
     print(f"best (heads averaged): layer {best[0]}, row '{best[1]}': AER {aer[(best[0], best[1], 'mean')]:.3f}")

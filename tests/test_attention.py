@@ -267,6 +267,16 @@ def test_align_words_by_input_or_output_row():
     assert align_words(cross, src_words, tgt_words, "input") == [(0, 0), (1, 1)]
 
 
+def test_align_words_sums_subwords_on_both_sides():
+    src_words = [0, 1, 1, None]          # "a b+c" </s>: word 1 has two subwords
+    tgt_words = [None, 0, 0, 1]          # <s> X+Y Z: target word 0 has two subwords
+    cross = np.array([[0.6, 0.2, 0.2, 0.0],   # row 0 alone (X) would pick source word 0 ...
+                      [0.0, 0.5, 0.3, 0.2],   # ... but X+Y together give word 1 1.2 against 0.6
+                      [0.4, 0.3, 0.3, 0.0],   # Z: no subword beats 0.4, yet word 1 totals 0.6
+                      [0.1, 0.1, 0.1, 0.7]])
+    assert align_words(cross, src_words, tgt_words, "output") == [(1, 0), (1, 1)]  # one link per target word
+
+
 def test_aer_is_zero_for_gold_and_one_for_disjoint():
     gold = ["0-0 1-2 2-1", "0-1 1-0 2?2"]
     sure, possible = zip(*(parse_pharaoh(line) for line in gold))

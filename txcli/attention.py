@@ -28,6 +28,11 @@ from .model import Seq2SeqTransformer
 
 KINDS = ("enc", "dec", "cross")
 KIND_NAMES = {"enc": "encoder self-attention", "dec": "decoder self-attention", "cross": "cross-attention"}
+AXIS_LABELS = {  # (queries, keys) of each kind, for pictures
+    "enc": ("source (query)", "source (key)"),
+    "dec": ("decoder input (query; row t predicts token t+1)", "decoder input (key)"),
+    "cross": ("decoder input (query; row t predicts token t+1)", "source (key)"),
+}
 SPECIAL_TOKENS = {"<pad>", "<s>", "</s>"}
 METASPACE = "\u2581"  # the word-start marker of Metaspace (BPE, unigram) tokenizers
 NPZ_FORMAT = "tx-attention/1"
@@ -227,26 +232,24 @@ def subword_word_ids(tokens: list[str], wordpiece: bool = False) -> list[Optiona
 
 
 def align_words(cross: np.ndarray, src_words: list[Optional[int]], tgt_words: list[Optional[int]],
-                row: str = "input") -> list[tuple[int, int]]:
-    """Word alignment from one [queries, keys] cross-attention matrix (heads already combined).
-
-    Every target subword links to the source subword it attends to most (specials left out);
-    word pairs are the union of their subwords' links. `row` picks which decoder step speaks for
-    target token t: "input", the step that reads it (row t), or "output", the step that
-    predicts it (row t-1)."""
-    cols = [s for s, w in enumerate(src_words) if w is not None]
-    if not cols:
+                row: str = "output") -> list[tuple[int, int]]:
+    """Word alignment from one [queries, keys] cross-attention matrix (heads already combined):
+    each target word links to the one source word it gives the most attention, summed over the
+    subwords of both (specials left out). `row` picks which decoder step speaks for target token t:
+    "output", the step that predicts it (row t-1), or "input", the step that reads it (row t)."""
+    n_src = 1 + max((w for w in src_words if w is not None), default=-1)
+    if n_src == 0:
         return []
-    pairs = set()
+    to_word = np.zeros((cross.shape[1], n_src), dtype=np.float64)  # source subword -> its word
+    for s, w in enumerate(src_words):
+        if w is not None:
+            to_word[s, w] = 1.0
+    scores: dict[int, np.ndarray] = {}
     for t, j in enumerate(tgt_words):
-        if j is None:
-            continue
-        r = t if row == "input" else t - 1
-        if not 0 <= r < cross.shape[0]:
-            continue
-        best = cols[int(np.argmax(cross[r, cols]))]
-        pairs.add((src_words[best], j))
-    return sorted(pairs)
+        r = t - 1 if row == "output" else t
+        if j is not None and 0 <= r < cross.shape[0]:
+            scores[j] = scores.get(j, 0.0) + cross[r] @ to_word
+    return sorted((int(np.argmax(score)), j) for j, score in scores.items())
 
 
 def format_pharaoh(pairs: Iterable[tuple[int, int]]) -> str:
@@ -297,13 +300,18 @@ def _label_font(n: int) -> float:
     return 9.0 if n <= 25 else 7.0 if n <= 45 else 6.0
 
 
+def _display(tokens: list[str]) -> list[str]:
+    """Tick labels: the word-start marker U+2581 as '_' (fonts draw the block glyph as a bar)."""
+    return [t.replace(METASPACE, "_") for t in tokens]
+
+
 def _label_inches(tokens: list[str], font: float) -> float:
     """Room for the longest tick label (average glyph ~0.6 em) plus the tick itself."""
     return 0.6 * font / 72 * max((len(t) for t in tokens), default=1) + 0.15
 
 
 def plot_heads(weights: np.ndarray, heads: list[int], rows: list[str], cols: list[str], title: str,
-               dpi: int = 120) -> bytes:
+               axis_labels: tuple[str, str] = ("query", "key"), dpi: int = 120) -> bytes:
     """PNG of one kind and layer: one heatmap per head in a grid (at most 4 across), tokens on both
     axes. Panels grow ~0.11 inch a token, so 60 subwords stay readable; axes are placed by hand
     (in inches) rather than by a layout engine, which would cost more than the drawing."""
@@ -313,13 +321,17 @@ def plot_heads(weights: np.ndarray, heads: list[int], rows: list[str], cols: lis
     ncols = min(n_heads, 4)
     nrows = math.ceil(n_heads / ncols)
     font = _label_font(max(len(rows), len(cols)))
+    rows, cols = _display(rows), _display(cols)
     panel_w, panel_h = max(2.0, 0.11 * len(cols)), max(2.0, 0.11 * len(rows))
-    left, bottom = _label_inches(rows, font) + 0.1, _label_inches(cols, font) + 0.1
+    left, bottom = _label_inches(rows, font) + 0.35, _label_inches(cols, font) + 0.35  # + axis label
     gap, title_h, top, right = 0.25, 0.3, 0.45, 0.9
     width = left + ncols * panel_w + (ncols - 1) * gap + right
     height = bottom + nrows * (panel_h + title_h) + top
     fig = Figure(figsize=(width, height), dpi=dpi)
     fig.suptitle(title, y=1 - 0.12 / height, va="top")
+    fig.text(0.08 / width, (bottom + nrows * (panel_h + title_h) / 2) / height, axis_labels[0],
+             rotation=90, va="center", fontsize=9)
+    fig.text((left + (width - left - right) / 2) / width, 0.08 / height, axis_labels[1], ha="center", fontsize=9)
     image = None
     for k in range(n_heads):
         r, c = divmod(k, ncols)

@@ -129,7 +129,7 @@ def attention_dump(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG heatmaps here: one per sentence, kind and layer, every head in a grid."),
     show: bool = typer.Option(False, "--show", help="Draw one kind, layer and head per sentence in the terminal (default: cross, last layer, head 0)."),
     align: bool = typer.Option(False, "--align", help="Write word alignments (Pharaoh i-j) from cross-attention instead of weights."),
-    align_row: str = typer.Option("input", "--align-row", help="Which decoder step aligns target word t: input (the step that reads it) or output (the step that predicts it)."),
+    align_row: str = typer.Option("output", "--align-row", help="Which decoder step speaks for a target word: output (the step that predicts it) or input (the step that reads it, predicting the next)."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="Gold alignments (Pharaoh): print the AER of every decoder layer."),
     beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size when translating (default: the recipe's decode.beam)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, help="Length penalty when translating (default: decode.alpha)."),
@@ -143,7 +143,7 @@ def attention_dump(
     from .commands.attention import DumpRequest, dump_attention
 
     _check_choice("--format", fmt, ("jsonl", "npz"))
-    _check_choice("--align-row", align_row, ("input", "output"))
+    _check_choice("--align-row", align_row, ("output", "input"))
     _check_choice("--device", device, ("auto", "cpu", "cuda"))
     for k in kind or []:
         _check_choice("--kind", k, KINDS)

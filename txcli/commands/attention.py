@@ -18,7 +18,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..attention import (KIND_NAMES, JsonlWriter, NpzWriter, Selection, SentenceAttention, align_words,
+from ..attention import (AXIS_LABELS, KIND_NAMES, JsonlWriter, NpzWriter, Selection, SentenceAttention, align_words,
                          alignment_error_rate, collect_attention, format_pharaoh, pad_batch, parse_pharaoh,
                          plot_heads, subword_word_ids)
 from ..checkpoint import write_bytes_atomic
@@ -44,7 +44,7 @@ class DumpRequest:
     selection: Selection = Selection()
     plot_dir: Optional[Path] = None
     align: bool = False
-    align_row: str = "input"
+    align_row: str = "output"
     gold: Optional[Path] = None
     beam: Optional[int] = None
     alpha: Optional[float] = None
@@ -301,7 +301,7 @@ def _plot_record(rec: SentenceAttention, plot_dir: Path) -> list[Path]:
         for layer, w in layers.items():
             path = plot_dir / f"{rec.index:04d}-{kind}-layer{layer}.png"
             title = f"sentence {rec.index}: {KIND_NAMES[kind]}, layer {layer}"
-            write_bytes_atomic(path, plot_heads(w, rec.heads, rows, cols, title))
+            write_bytes_atomic(path, plot_heads(w, rec.heads, rows, cols, title, AXIS_LABELS[kind]))
             written.append(path)
     return written
 
