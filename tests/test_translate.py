@@ -122,9 +122,11 @@ def test_command_line_values_override_the_recipe(run):
 
 
 def test_invalid_utf8_names_the_line(run):
+    sink = io.BytesIO()
     with pytest.raises(TxError, match=r"<stdin>: line 3: not valid UTF-8"):
-        translate_stream(run, io.BytesIO(b"a\nb\n\xff\xfe\nd\n"), io.BytesIO(),
-                         resolve_decoding(run, DecodeOptions()), Formatter(run, "text", False))
+        translate_stream(run, io.BytesIO(b"a\nb\n\xff\xfe\nd\n"), sink,
+                         resolve_decoding(run, DecodeOptions(max_len_a=0.0)), Formatter(run, "text", False))
+    assert sink.getvalue().count(b"\n") == 2  # the lines before it were translated and written
 
 
 # --------------------------------------------------------------------------- the real command line

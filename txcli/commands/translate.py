@@ -147,15 +147,15 @@ def _input_waiting(fd: int) -> bool:
         return True
 
 
-def decode_lines(chunk: list[bytes], first_number: int, name: str) -> list[str]:
-    """UTF-8 text of each line; a bad line is an error naming its number."""
+def decode_lines(chunk: list[bytes], first_number: int, name: str) -> tuple[list[str], Optional[TxError]]:
+    """UTF-8 text of the lines up to the first bad one, and the error naming that line (or None)."""
     texts = []
     for number, raw in enumerate(chunk, start=first_number):
         try:
             texts.append(raw.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError:
-            raise TxError(f"{name}: line {number}: not valid UTF-8") from None
-    return texts
+            return texts, TxError(f"{name}: line {number}: not valid UTF-8")
+    return texts, None
 
 
 # --------------------------------------------------------------------------- batching
@@ -261,8 +261,8 @@ def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decod
     summary = TranslateSummary(max_len=run.recipe.data.max_len)
     generator = make_generator(run, decoding)
     start = time.perf_counter()
-    for chunk in line_chunks(source, chunk_lines):
-        texts = decode_lines(chunk, summary.lines + 1, name)
+
+    def emit(texts: list[str]) -> None:
         rows, truncated = encode_sources(run.src_tok, texts, summary.max_len)
         todo = [i for i, r in enumerate(rows) if r is not None]
         hyps: list[list[Hypothesis]] = [[] for _ in rows]
@@ -271,11 +271,18 @@ def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decod
         out = [formatter.line(summary.lines + 1 + k, text, h) for k, (text, h) in enumerate(zip(texts, hyps))]
         sink.write(("\n".join(out) + "\n").encode("utf-8"))
         sink.flush()
-        summary.lines += len(chunk)
+        summary.lines += len(texts)
         summary.translated += len(todo)
         summary.truncated += truncated
         summary.output_tokens += sum(len(h[0].tokens) for h in hyps if h)
         summary.seconds = time.perf_counter() - start
+
+    for chunk in line_chunks(source, chunk_lines):
+        texts, bad_line = decode_lines(chunk, summary.lines + 1, name)
+        if texts:
+            emit(texts)  # the lines before a bad one still go out
+        if bad_line is not None:
+            raise bad_line
         if on_chunk is not None:
             on_chunk(summary)
     return summary
