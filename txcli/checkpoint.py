@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -36,14 +37,21 @@ def tokenizer_files(run_dir: Path, joint: bool) -> tuple[Path, Path]:
     return run_dir / SRC_TOKENIZER, run_dir / TGT_TOKENIZER
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over the target."""
+@contextmanager
+def open_atomic(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to stream into: a temp file in the same folder, fsynced and renamed over
+    `path` only when the block ends without an error. A path that exists but is not a regular
+    file (/dev/null, a named pipe) is written directly: there is nothing to replace."""
     path = Path(path)
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as f:
+            yield f
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -51,6 +59,12 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    with open_atomic(path) as f:
+        f.write(data)
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -20,6 +20,7 @@ from typing import BinaryIO, Callable, Iterator, Optional
 
 import torch
 
+from ..checkpoint import open_atomic
 from ..errors import TxError, UsageError
 from ..search import Hypothesis, SearchConfig, beam_search, sample
 from ..tokenizer import BOS_ID, EOS_ID
@@ -290,30 +291,12 @@ def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decod
 
 @contextlib.contextmanager
 def open_output(path: Optional[Path], stdout: BinaryIO):
-    """stdout, or a temp file renamed over `path` only when everything went well. A path that is
-    not a regular file (/dev/null, a named pipe) is written directly, never replaced."""
+    """stdout (None or '-'), or `path` written whole or not at all."""
     if path is None or str(path) == "-":
         yield stdout
         return
-    import tempfile
-
-    path = Path(path)
-    if path.exists() and not path.is_file():
-        with open(path, "wb") as f:
-            yield f
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with open_atomic(path) as f:
+        yield f
 
 
 @contextlib.contextmanager
