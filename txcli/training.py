@@ -340,12 +340,13 @@ class Trainer:
                 return "interrupted"
             if timed_out:
                 return "max_minutes"
-            loss_sum = self.accumulate_gradients(batches, tokens)
+            # summed over ranks, so that every rank agrees on a non-finite loss
+            loss_sum = self.dist.sum([self.accumulate_gradients(batches, tokens)])[0]
             if not self._optimizer_step(loss_sum):
                 return "nan"
             self.state.epoch, self.state.batches_done = position
             self.state.step += 1
-            self._window_add(loss_sum, sum(b.n_tgt_tokens for b in batches), time.monotonic() - started)
+            self._window_add(loss_sum, tokens, time.monotonic() - started)
             if self.state.step % cfg.log_every == 0:
                 self._log()
             if self.state.step % cfg.eval_every == 0:
@@ -447,11 +448,10 @@ class Trainer:
         w["seconds"] += seconds
 
     def _log(self) -> None:
-        w = self._window
-        loss, tokens = self.dist.sum([w["loss"], w["tokens"]])  # the whole job, all ranks
+        w = self._window  # loss and target tokens of the whole job (all ranks)
         self.on_event({"event": "log", "step": self.state.step, "epoch": self.state.epoch,
-                       "elapsed": round(self._elapsed(), 3), "loss": loss / max(tokens, 1),
-                       "lr": self.current_lr(self.state.step), "tokens_per_s": tokens / max(w["seconds"], 1e-9)})
+                       "elapsed": round(self._elapsed(), 3), "loss": w["loss"] / max(w["tokens"], 1),
+                       "lr": self.current_lr(self.state.step), "tokens_per_s": w["tokens"] / max(w["seconds"], 1e-9)})
         self._window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
 
     def _epoch_event(self, epoch: int) -> None:

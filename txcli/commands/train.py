@@ -60,9 +60,7 @@ def train(recipe: Recipe, resume: bool = False, progress: Callable[[dict], None]
 def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     run_dir = recipe.run_dir
     cfg = recipe.train
-    if dist.is_main:
-        _check_run_dir(recipe, resume)
-    dist.barrier()
+    _check_run_dir(recipe, resume)  # on every rank (it only reads), so that all fail alike
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device, dist)
