@@ -228,3 +228,20 @@ def test_config_rejects_nonsense():
         SearchConfig(beam=2, nbest=3)
     with pytest.raises(ValueError, match="temperature"):
         SearchConfig(sample=True, temperature=0)
+
+
+@torch.inference_mode()
+def test_beams_sharing_one_memory_row_decode_as_with_copies(model):
+    """Cross-attention with one memory row per sentence for its G beams gives the same logits
+    and attention weights as a copy of the memory per beam."""
+    rows = sources(3, seed=11)
+    src = padded(rows)
+    memory, pad = model.encode(src), src == PAD_ID
+    G = 4
+    tgt = torch.randint(4, 40, (3 * G, 5), generator=torch.Generator().manual_seed(0))
+    per_beam = torch.arange(3).repeat_interleave(G)
+    shared, w_shared = model.decode(tgt, memory, pad, need_weights=True)
+    copied, w_copied = model.decode(tgt, memory[per_beam], pad[per_beam], need_weights=True)
+    assert torch.allclose(shared, copied, atol=1e-5)
+    for a, b in zip(w_shared["cross"], w_copied["cross"]):
+        assert a.shape == b.shape == (3 * G, 4, 5, src.size(1)) and torch.allclose(a, b, atol=1e-6)

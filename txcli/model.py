@@ -184,8 +184,20 @@ class CrossAttention(MultiHeadAttention):
         return self.split_heads(self.kv_proj(memory), 2)
 
     def forward(self, x, memory_kv, mask, need_weights=False):
+        """memory_kv and mask may hold one row per sentence for G consecutive rows of x (the
+        beams of a sentence): the G rows' queries then attend together, so each sentence's keys
+        and values are read once, not once per beam."""
         q = self.split_heads(self.q_proj(x), 1)[0]
-        return self.attend(q, memory_kv[0], memory_kv[1], mask, False, need_weights)
+        R, _, T, _ = q.shape
+        G = R // memory_kv.size(1)
+        if G > 1:  # [B*G,H,T,d_k] -> [B,H,G*T,d_k]
+            q = q.unflatten(0, (-1, G)).transpose(1, 2).flatten(2, 3)
+        out, weights = self.attend(q, memory_kv[0], memory_kv[1], mask, False, need_weights)
+        if G > 1:  # back to one row per beam
+            out = out.unflatten(1, (G, T)).flatten(0, 1)
+            if weights is not None:
+                weights = weights.unflatten(2, (G, T)).transpose(1, 2).flatten(0, 1)
+        return out, weights
 
 
 # --------------------------------------------------------------------------- layers
@@ -281,8 +293,9 @@ class DecoderCache:
 
     self_kv   [L,2,B,H,capacity,d_k]  decoder self-attention keys/values, filled up to `length`
                                       in place, one step at a time (no torch.cat per step)
-    cross_kv  [L,2,B,H,S,d_k]         cross-attention keys/values, computed once from the memory
-    src_pad_mask [B,S]                True = source padding
+    cross_kv  [L,2,B',H,S,d_k]        cross-attention keys/values, computed once from the memory;
+                                      B' = B, or one row per sentence when B = B' x beams
+    src_pad_mask [B',S]               True = source padding
     length                            steps already decoded (the next token's position)
 
     Inference only: run under torch.inference_mode() or torch.no_grad().
@@ -301,9 +314,9 @@ class DecoderCache:
     def select(self, index: torch.LongTensor, cross_index: Optional[torch.LongTensor] = None) -> None:
         """Keep/reorder batch rows (beam reordering, dropping finished sentences).
 
-        cross_index: rows for the cross-attention keys/values where they may differ from `index`:
-        beams of one sentence share them, so a beam search passes each kept sentence's rows in
-        place and nothing is copied while no sentence leaves.
+        cross_index: the rows of cross_kv and src_pad_mask to keep, where they differ from
+        `index`: a beam search keeps one row per sentence, which its beams share (see
+        CrossAttention), so they move only when sentences leave.
         """
         cross_index = index if cross_index is None else cross_index
         self.self_kv = _take_rows(self.self_kv, index, self.length)

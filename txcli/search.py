@@ -2,8 +2,8 @@
 
 Sentences start from <s> and stop at </s>. All three share one loop (`_decode`): every sentence
 in the batch owns K rows (beams, or 1 row per sample), the decoder runs on all rows at once with
-the key/value cache, and a *step function* picks each sentence's next K hypotheses from the K x V
-candidates. `beam_step` is pure, so tests can drive it with made-up log-probabilities.
+the key/value cache (the K rows of a sentence share one row of cross-attention keys/values), and
+a *step function* picks each sentence's next K hypotheses from the K x V candidates. `beam_step` is pure, so tests can drive it with made-up log-probabilities.
 Sentences that are done leave the batch, so the work shrinks as they finish.
 
 Scores: `logprob` is the model's log-probability of the tokens and </s>; `score` divides it by the
@@ -182,8 +182,8 @@ class _CachedDecoder:
         logits = self.model.decode(history[:, step:step + 1], None, self.cache.src_pad_mask, self.cache)
         return F.log_softmax(logits[:, -1].float(), dim=-1)
 
-    def select(self, rows: Tensor, sentence_rows: Tensor) -> None:
-        self.cache.select(rows, sentence_rows)
+    def select(self, rows: Tensor, sentences: Tensor) -> None:
+        self.cache.select(rows, sentences)
 
 
 class _RecomputingDecoder:
@@ -196,9 +196,9 @@ class _RecomputingDecoder:
         logits = self.model.decode(history[:, : step + 1], self.memory, self.src_pad)
         return F.log_softmax(logits[:, -1].float(), dim=-1)
 
-    def select(self, rows: Tensor, sentence_rows: Tensor) -> None:
-        self.memory = self.memory.index_select(0, sentence_rows)
-        self.src_pad = self.src_pad.index_select(0, sentence_rows)
+    def select(self, rows: Tensor, sentences: Tensor) -> None:
+        self.memory = self.memory.index_select(0, sentences)
+        self.src_pad = self.src_pad.index_select(0, sentences)
 
 
 # --------------------------------------------------------------------------- the search loop
@@ -245,7 +245,7 @@ def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn:
     expand = torch.arange(B, device=device).repeat_interleave(K)  # K rows per sentence
     Decoder = _CachedDecoder if use_cache else _RecomputingDecoder
     decoder = Decoder(model, memory, src_pad, capacity)
-    decoder.select(expand, expand)
+    decoder.select(expand, torch.arange(B, device=device))  # the beams of a sentence share its memory
 
     sentences = torch.arange(B, device=device)  # original index of each sentence still decoding
     row_max_len = max_len[expand]
@@ -278,9 +278,8 @@ def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn:
         if keep.numel() == 0:
             break
         if keep.numel() < b or K > 1:  # else every row goes on in place
-            first_row = keep.unsqueeze(1) * K
-            rows = (first_row + choice.origins[keep]).view(-1)
-            decoder.select(rows, (first_row + torch.arange(K, device=device)).view(-1))
+            rows = (keep.unsqueeze(1) * K + choice.origins[keep]).view(-1)
+            decoder.select(rows, keep)
             history = history.index_select(0, rows)
             row_max_len = row_max_len.index_select(0, rows)
         history[:, step + 1] = choice.tokens[keep].view(-1)
