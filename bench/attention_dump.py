@@ -1,13 +1,14 @@
 """Time and peak memory of dumping every attention weight, and whether memory stays flat.
 
     .venv/bin/python bench/attention_dump.py [RUN_DIR] [--src F --ref F] [--sizes 100 1000]
-                                             [--formats jsonl npz] [--translate]
+                                             [--formats jsonl npz] [--translate N]
 
 Defaults: runs/demo and the demo test split. Each measurement is one `tx attention-dump` process
 (all kinds, layers and heads) writing to a file under /tmp; its peak resident memory comes from
 the kernel (wait4's ru_maxrss). The reference is the smallest size in the same run: memory is flat
-when the larger dump peaks at ~1.0x the smaller one's memory. Forced decoding on the reference
-targets by default; --translate adds a run that translates first with the recipe's settings.
+when larger dumps peak at about the smaller one's memory (what is held is one window of sentences
+and one batch's weights, whatever the number of sentences; the input file is repeated as needed). Forced decoding on the reference
+targets by default; --translate N adds a run of N sentences translated first (recipe settings).
 Prints a table and a JSON line.
 """
 
@@ -40,11 +41,10 @@ def measure(args: list[str]) -> tuple[float, float]:
 
 
 def head(path: str, n: int, folder: Path) -> Path:
+    """The first n lines of a file, going round again when it has fewer."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
-    if len(lines) < n:
-        raise SystemExit(f"{path} has {len(lines)} lines, fewer than {n}")
     out = folder / f"{Path(path).name}.{n}"
-    out.write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
+    out.write_text("".join(lines[i % len(lines)] + "\n" for i in range(n)), encoding="utf-8")
     return out
 
 
@@ -53,9 +53,10 @@ def main() -> None:
     ap.add_argument("run_dir", nargs="?", default=str(ROOT / "runs/demo"))
     ap.add_argument("--src", default=str(ROOT / "data/demo/test.src"))
     ap.add_argument("--ref", default=str(ROOT / "data/demo/test.tgt"))
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 3000],
+                    help="sentences per dump (the input file is repeated to reach them)")
     ap.add_argument("--formats", nargs="+", default=["jsonl", "npz"], choices=["jsonl", "npz"])
-    ap.add_argument("--translate", action="store_true", help="also dump after translating (largest size, npz)")
+    ap.add_argument("--translate", type=int, metavar="N", help="also dump N sentences translated first (npz)")
     args = ap.parse_args()
 
     rows = []
@@ -63,7 +64,7 @@ def main() -> None:
         folder = Path(tmp)
         cases = [(fmt, n, True) for fmt in args.formats for n in sorted(args.sizes)]
         if args.translate:
-            cases.append(("npz", max(args.sizes), False))
+            cases.append(("npz", args.translate, False))
         for fmt, n, forced in cases:
             out = folder / f"dump.{fmt}"
             cmd = ["attention-dump", args.run_dir, "--input", str(head(args.src, n, folder)),
@@ -79,11 +80,13 @@ def main() -> None:
         ref = min((r for r in rows if r["format"] == row["format"] and r["mode"] == "forced"),
                   key=lambda r: r["sentences"])
         row["peak_vs_smallest"] = round(row["peak_rss_mib"] / ref["peak_rss_mib"], 3)
+        row["peak_over_smallest_mib"] = round(row["peak_rss_mib"] - ref["peak_rss_mib"], 1)
     print(f"{'format':<6} {'mode':<10} {'sentences':>9} {'seconds':>8} {'ms/sent':>8} {'peak MiB':>9} "
-          f"{'x smallest':>10} {'output MiB':>10}")
+          f"{'x smallest':>10} {'+MiB':>6} {'output MiB':>10}")
     for r in rows:
         print(f"{r['format']:<6} {r['mode']:<10} {r['sentences']:>9} {r['seconds']:>8.2f} {r['ms_per_sentence']:>8.2f} "
-              f"{r['peak_rss_mib']:>9.1f} {r['peak_vs_smallest']:>10.3f} {r['output_mib']:>10.1f}")
+              f"{r['peak_rss_mib']:>9.1f} {r['peak_vs_smallest']:>10.3f} {r['peak_over_smallest_mib']:>6.1f} "
+              f"{r['output_mib']:>10.1f}")
     print(json.dumps({"run_dir": args.run_dir, "results": rows}))
 
 

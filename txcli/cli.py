@@ -191,6 +191,9 @@ def _attention_summary(report, output) -> None:
     for layer, aer in report.aer_by_layer.items():
         mark = "  <- written" if layer == report.align_layer else ""
         err.print(f"AER layer {layer}: {aer:.3f}{mark}")
+    if report.aer_by_layer and report.translated:
+        err.print("[yellow]note[/]: the targets are the model's translations; gold alignments usually refer to "
+                  "reference targets (give them with --ref)")
     if report.plots:
         err.print(f"wrote {len(report.plots)} heatmaps to {report.plots[0].parent}")
 

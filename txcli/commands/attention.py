@@ -27,7 +27,7 @@ from ..search import SearchConfig, beam_search
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run, open_run
 
-WINDOW = 512              # sentences read ahead and sorted by length
+WINDOW = 128              # sentences read ahead and sorted by length
 ATTENTION_CELLS = 1 << 20  # batch size x longest side^2: bounds the weights one batch holds
 
 
@@ -44,6 +44,8 @@ class DumpRequest:
     selection: Selection = Selection()
     plot_dir: Optional[Path] = None
     align: bool = False
+    # the step that predicts a word speaks for it: the step that reads it is already gathering the
+    # source of the next word (demo AER 0.043 against 0.85; bench/attention_aer.py)
     align_row: str = "output"
     gold: Optional[Path] = None
     beam: Optional[int] = None
@@ -243,8 +245,9 @@ def open_output(path: Optional[Path], stdout: BinaryIO):
 
 
 def default_align_layer(run: Run) -> int:
-    """The penultimate decoder layer (the last one when there is only one).
-    On the demo model it aligns best (bench/attention_aer.py), as Garg et al. (2019) also found."""
+    """The penultimate decoder layer (the last one when there is only one). On the demo model it
+    aligns best (AER 0.043, against 0.058 for the last and 0.30 for the first; bench/attention_aer.py),
+    as Garg et al. (2019) also found for real language pairs."""
     return max(run.model.cfg.decoder_layers - 2, 0)
 
 
