@@ -1,0 +1,78 @@
+"""Where beam-search decoding spends its time: torch.profiler over translating a test set.
+
+Reports the share of wall time spent outside the matrix-multiply and attention kernels (the
+rest is Python, framework dispatch and the small element-wise ops around them), and the ops
+that take the most time.
+
+    .venv/bin/python bench/translate_profile.py runs/demo --src data/demo/test.src --beam 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from txcli.commands.translate import DecodeOptions, encode_sources, open_for_decoding, resolve_decoding, translate_rows  # noqa: E402
+
+# the kernels that do the arithmetic; everything else is overhead for this benchmark's purpose
+KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
+           "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_attention_math",
+           "aten::_efficient_attention_forward", "aten::_flash_attention_forward", "aten::mkldnn_linear")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--src", type=Path, default=Path("data/demo/test.src"))
+    ap.add_argument("--lines", type=int, default=None, help="only the first N lines")
+    ap.add_argument("--beam", type=int, default=5)
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--batch-tokens", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--top", type=int, default=15)
+    args = ap.parse_args(argv)
+
+    run = open_for_decoding(args.run_dir, "cpu", args.threads)
+    decoding = resolve_decoding(run, DecodeOptions(beam=args.beam, precision=args.precision,
+                                                   batch_tokens=args.batch_tokens))
+    texts = args.src.read_text(encoding="utf-8").splitlines()[: args.lines]
+    rows, _ = encode_sources(run.src_tok, texts, run.recipe.data.max_len)
+    rows = [r for r in rows if r is not None]
+    translate_rows(run, rows[:20], decoding)  # warm-up
+
+    start = time.perf_counter()
+    translate_rows(run, rows, decoding)
+    plain = time.perf_counter() - start
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        translate_rows(run, rows, decoding)
+        wall = time.perf_counter() - start
+
+    events = prof.key_averages()
+    kernel_us = sum(e.self_cpu_time_total for e in events if e.key in KERNELS)
+    share_outside = 1 - kernel_us / 1e6 / wall
+    top = sorted(events, key=lambda e: -e.self_cpu_time_total)[: args.top]
+    print(f"{'op':55s} {'calls':>8s} {'self s':>8s} {'share':>6s}")
+    for e in top:
+        mark = "*" if e.key in KERNELS else " "
+        print(f"{mark}{e.key[:54]:54s} {e.count:8d} {e.self_cpu_time_total / 1e6:8.2f} "
+              f"{e.self_cpu_time_total / 1e6 / wall:6.1%}")
+    print("(* = matrix or attention kernel)")
+    result = {"sentences": len(rows), "beam": args.beam, "precision": args.precision,
+              "threads": torch.get_num_threads(), "wall_s_unprofiled": round(plain, 2),
+              "wall_s_profiled": round(wall, 2), "kernel_s": round(kernel_us / 1e6, 2),
+              "share_outside_kernels": round(share_outside, 3)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
