@@ -28,7 +28,7 @@ from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run, open_run
 
 WINDOW = 128              # sentences read ahead and sorted by length
-ATTENTION_CELLS = 1 << 20  # batch size x longest side^2: bounds the weights one batch holds
+ATTENTION_CELLS = 1 << 16  # batch size x longest side^2: bounds the weights one batch holds
 
 
 @dataclass
