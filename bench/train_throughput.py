@@ -164,6 +164,9 @@ def measure(kind: str, precision: str, args, run_dir: str) -> dict:
 
 
 def main() -> None:
+    import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `tx train` does; both loops alike
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("--steps", type=int, default=40, help="steps per measurement, warmup included")

@@ -292,3 +292,33 @@ def test_average_of_best_checkpoints_loads_and_translates(tiny_recipe: Path):
     assert greedy_search(run.model, torch.tensor([[5, 6, EOS_ID]]), 5, BOS_ID, EOS_ID)
     with pytest.raises(UsageError, match="2 step checkpoint"):
         average(run_dir, last=3)
+
+
+def test_live_display_on_a_terminal_and_plain_lines_otherwise():
+    import io
+
+    from rich.console import Console
+
+    from txcli.commands.train import describe
+    from txcli.progress import LiveProgress, PlainProgress, train_progress
+
+    events = [{"event": "setup", "params": 1000, "max_steps": 100, "max_minutes": 5, "resumed": False, "valid_pairs": 7},
+              {"event": "log", "step": 50, "epoch": 2, "elapsed": 30.0, "loss": 2.5, "lr": 1e-3, "tokens_per_s": 1234.0},
+              {"event": "valid", "step": 50, "epoch": 2, "elapsed": 31.0, "loss": 2.0, "ppl": 7.39, "bleu": 12.5,
+               "chrf": 30.0, "best": True}]
+    tty = Console(file=io.StringIO(), force_terminal=True, width=100)
+    progress = train_progress(tty, describe)
+    assert isinstance(progress, LiveProgress)
+    with progress:
+        for e in events:
+            progress.event(e)
+    shown = tty.file.getvalue()
+    assert "50 / 100" in shown and "1,234" in shown and "12.50 (best 12.50 @ 50)" in shown
+    assert "0:30 / 0:30" in shown  # ETA: 50 more steps at 0.6 s a step
+    pipe = Console(file=io.StringIO(), force_terminal=False)
+    progress = train_progress(pipe, describe)
+    assert type(progress) is PlainProgress
+    for e in events:
+        progress.event(e)
+    lines = pipe.file.getvalue().splitlines()
+    assert len(lines) == 3 and lines[1].startswith("step     50") and "BLEU 12.50" in lines[2]

@@ -284,8 +284,9 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, model_config: dict, cfg, stream: BatchStream,
                  validator: Optional[Validator], run_dir: Path, device: torch.device,
-                 dist: Dist = Dist(), on_event: Callable[[dict], None] = lambda e: None,
+                 dist: Optional[Dist] = None, on_event: Callable[[dict], None] = lambda e: None,
                  train_model: Optional[torch.nn.Module] = None):
+        dist = dist or Dist()
         self.model = model                       # the bare model: what is saved and validated
         self.train_model = train_model or model  # what the forward pass runs through (DDP or bare)
         self.model_config = model_config

@@ -64,6 +64,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device, dist)
+    if cfg.precision == "fp16" and device.type != "cuda":
+        raise UsageError(f"train.precision fp16 needs CUDA, and training runs on {device.type}; use bf16")
     src_tok, tgt_tok = _tokenizers(recipe, dist, progress)
 
     torch.manual_seed(recipe.seed)  # the same initial weights on every rank and every fresh run
