@@ -7,12 +7,10 @@ into batches, so memory stays flat however many sentences there are.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
-from itertools import zip_longest
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
@@ -21,7 +19,7 @@ import numpy as np
 from ..attention import (AXIS_LABELS, KIND_NAMES, JsonlWriter, NpzWriter, Selection, SentenceAttention, align_words,
                          alignment_error_rate, collect_attention, format_pharaoh, pad_batch, parse_pharaoh,
                          plot_heads, subword_word_ids)
-from ..checkpoint import write_bytes_atomic
+from ..checkpoint import open_atomic, write_bytes_atomic
 from ..errors import TxError, UsageError
 from ..search import SearchConfig, beam_search
 from ..tokenizer import BOS_ID, EOS_ID
@@ -219,29 +217,14 @@ def attention_stream(run: Run, pairs: Iterable[tuple[str, Optional[str]]], selec
 
 @contextmanager
 def open_output(path: Optional[Path], stdout: BinaryIO):
-    """A binary stream: stdout for '-', else a temp file renamed over `path` only when
-    everything went well, so an interrupted dump never leaves half a file behind."""
+    """A binary stream: stdout for '-', else a file that appears whole or not at all, so an
+    interrupted dump never leaves half a file behind."""
     if path is None or str(path) == "-":
         yield stdout
         stdout.flush()
         return
-    path = Path(path)
-    if path.exists() and not path.is_file():  # /dev/null, a named pipe: nothing to replace
-        with open(path, "wb") as f:
-            yield f
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with open_atomic(path) as f:
+        yield f
 
 
 def default_align_layer(run: Run) -> int:
