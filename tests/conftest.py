@@ -49,6 +49,18 @@ def tiny_recipe(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny models gain nothing from more, and on a busy
+    machine the hand-offs between threads can make a test ten times slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def run_tx(*args: str, cwd: Path | None = None, input: str | bytes | None = None, timeout: float = 300):
     """Run the real CLI in a subprocess, as a user would."""
     import subprocess

@@ -14,6 +14,7 @@ from txcli.search import (NEG_INF, SearchConfig, beam_search, beam_step, block_r
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 V = 12
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def lp(*rows):

@@ -23,6 +23,7 @@ from txcli.tokenizer import EOS_ID
 
 from .conftest import run_tx
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 SENTENCES = ["the dog sees a cat", "big red house", "a small green tree runs in the house with the cat",
              "cat", "the big dog likes the small red cat on the tree"]
 
@@ -133,7 +134,7 @@ def test_invalid_utf8_names_the_line(run):
 
 
 def test_three_lines_in_three_lines_out(tiny_run: Path):
-    result = subprocess.run(f"printf 'a\\n\\nb\\n' | {sys.executable} -m txcli translate {tiny_run} | wc -l",
+    result = subprocess.run(f"printf 'a\\n\\nb\\n' | {sys.executable} -m txcli translate {tiny_run} --threads 1 | wc -l",
                             shell=True, capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "3", result.stderr
 
@@ -158,7 +159,7 @@ def test_ten_thousand_lines_stay_aligned(tiny_run: Path, tmp_path: Path):
 
 
 def test_output_flows_through_a_pipe_before_input_ends(tiny_run: Path):
-    proc = subprocess.Popen([sys.executable, "-m", "txcli", "translate", str(tiny_run)],
+    proc = subprocess.Popen([sys.executable, "-m", "txcli", "translate", str(tiny_run), "--threads", "1"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         proc.stdin.write(b"the dog sees a cat\n")
@@ -185,7 +186,7 @@ def test_missing_and_broken_run_dirs_are_one_line_errors(tiny_run: Path, tmp_pat
 
 
 def test_bad_utf8_on_stdin_exits_with_the_line_number(tiny_run: Path):
-    result = run_tx("translate", str(tiny_run), input=b"a\n\xff\n")
+    result = run_tx("translate", str(tiny_run), "--threads", "1", input=b"a\n\xff\n")
     assert result.returncode == 1 and b"line 2: not valid UTF-8" in result.stderr
 
 
