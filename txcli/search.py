@@ -3,8 +3,9 @@
 Sentences start from <s> and stop at </s>. All three share one loop (`_decode`): every sentence
 in the batch owns K rows (beams, or 1 row per sample), the decoder runs on all rows at once with
 the key/value cache (the K rows of a sentence share one row of cross-attention keys/values), and
-a *step function* picks each sentence's next K hypotheses from the K x V candidates. `beam_step` is pure, so tests can drive it with made-up log-probabilities.
-Sentences that are done leave the batch, so the work shrinks as they finish.
+a *step function* picks each sentence's next K hypotheses from the K x V candidates. `beam_step`
+is pure, so tests can drive it with made-up log-probabilities. Sentences that are done leave the
+batch, so the work shrinks as they finish.
 
 Scores: `logprob` is the model's log-probability of the tokens and </s>; `score` divides it by the
 GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016), length counting </s>; the
@@ -13,7 +14,6 @@ search ranks finished hypotheses by `score`.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
