@@ -235,6 +235,9 @@ def test_fresh_run_over_a_trained_one_and_bad_resumes_are_refused(tiny_recipe: P
         train(recipe)
     with pytest.raises(UsageError, match="'model' differs"):
         train(tiny(tiny_recipe, "train.max_steps=4", "model.ff=48"), resume=True)
+    events = []
+    train(tiny(tiny_recipe, "train.max_steps=3", "train.batch_tokens=200"), resume=True, progress=events.append)
+    assert any(e["event"] == "warning" and "train.batch_tokens" in e["message"] for e in events)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "json"])

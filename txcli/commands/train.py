@@ -60,7 +60,7 @@ def train(recipe: Recipe, resume: bool = False, progress: Callable[[dict], None]
 def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     run_dir = recipe.run_dir
     cfg = recipe.train
-    _check_run_dir(recipe, resume)  # on every rank (it only reads), so that all fail alike
+    notice = _check_run_dir(recipe, resume)  # on every rank (it only reads), so that all fail alike
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device, dist)
@@ -89,6 +89,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
         sink.event({"event": "setup", "params": sum(p.numel() for p in model.parameters()),
                     "max_steps": cfg.max_steps, "max_minutes": cfg.max_minutes, "resumed": resume,
                     "valid_pairs": validator.size if validator else 0})
+        if notice:
+            sink.event({"event": "warning", "message": notice})
     caught: dict = {}
     try:
         with _stop_on_signals(trainer, caught):
@@ -106,7 +108,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
 # --------------------------------------------------------------------------- setup
 
 
-def _check_run_dir(recipe: Recipe, resume: bool) -> None:
+def _check_run_dir(recipe: Recipe, resume: bool) -> Optional[str]:
+    """Refuse what would lose or mix up work; returns a notice for changes a resume tolerates."""
     run_dir = recipe.run_dir
     last = ckpt.resolve_checkpoint_dir(run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
     if resume:
@@ -118,10 +121,22 @@ def _check_run_dir(recipe: Recipe, resume: bool) -> None:
             if getattr(saved, section) != getattr(recipe, section):
                 raise UsageError(f"{run_dir / ckpt.RECIPE_FILE}: '{section}' differs from the recipe given; "
                                  "a resumed run must keep the model and tokenizer it started with")
-        return
+        changed = [name for name, old, new in _data_order_keys(saved, recipe) if old != new]
+        if changed:
+            return (f"resuming with a different {', '.join(changed)}: the batches from here on differ "
+                    "from those the run would have seen")
+        return None
     if last.is_dir() or (run_dir / ckpt.MODEL_FILE).exists():
         raise UsageError(f"{run_dir}: already holds a trained run; continue it with --resume, "
                          "or set another run_dir (e.g. --set run_dir=runs/NEW)")
+
+
+def _data_order_keys(saved: Recipe, new: Recipe):
+    """What decides the batch sequence: the position saved in a checkpoint counts batches of it."""
+    for name, get in (("seed", lambda r: r.seed), ("data.train", lambda r: r.data.train),
+                      ("data.max_len", lambda r: r.data.max_len), ("train.batch_tokens", lambda r: r.train.batch_tokens),
+                      ("train.pool_size", lambda r: r.train.pool_size)):
+        yield name, get(saved), get(new)
 
 
 def _tokenizers(recipe: Recipe, dist: Dist, progress):
