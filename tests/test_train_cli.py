@@ -56,7 +56,8 @@ import os, sys
 from txcli.recipe import load_recipe
 from txcli.commands.train import train
 from txcli.checkpoint import save_tensors
-result = train(load_recipe(sys.argv[1], ["train.max_steps=6", "train.eval_every=3", "train.log_every=1"]))
+overrides = ["train.max_steps=6", "train.eval_every=3", "train.log_every=1", "train.accum_steps=2"]
+result = train(load_recipe(sys.argv[1], overrides))
 save_tensors(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.safetensors"), result.model.state_dict())
 """
 
@@ -83,7 +84,8 @@ def test_two_gloo_processes_end_with_identical_weights_and_a_complete_run_dir(ti
     assert events[0]["world_size"] == 2
     assert [e["step"] for e in events if e["event"] == "log"] == [1, 2, 3, 4, 5, 6]  # rank 0 alone writes
     state = json.loads((run_dir / "checkpoints/last/state.json").read_text())
-    assert state["train_state"]["batches_done"] == 12  # 6 steps x 2 ranks, each on its own batch
+    # 6 steps x 2 ranks x 2 accumulated batches, each rank on its own: 24 = epoch 1 (16) + 8
+    assert state["train_state"]["epoch"] == 2 and state["train_state"]["batches_done"] == 8
 
 
 def test_average_cli_errors_are_one_line(tiny_run: Path):

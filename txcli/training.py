@@ -398,12 +398,13 @@ class Trainer:
         scale = self.dist.world_size / max(total_tokens, 1.0)  # DDP averages over ranks
         loss_total = 0.0
         for i, b in enumerate(batches):
-            sync = i == len(batches) - 1
-            with self._no_sync(not sync), autocast(self.device, self.cfg.precision):
-                logits = self.train_model(b.src, b.tgt_in)
-                loss = smoothed_loss_sum(logits, b.tgt_out, self.cfg.label_smoothing)
-            scaled = loss * scale
-            (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+            last = i == len(batches) - 1
+            with self._no_sync(not last):  # DDP all-reduces the gradients once, after the last
+                with autocast(self.device, self.cfg.precision):
+                    logits = self.train_model(b.src, b.tgt_in)
+                    loss = smoothed_loss_sum(logits, b.tgt_out, self.cfg.label_smoothing)
+                scaled = loss * scale
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
             loss_total += float(loss.detach())
         return loss_total
 
