@@ -5,7 +5,12 @@ Trains the recipe twice from the same seed on the same batches, once per precisi
 it measures the weights, not the arithmetic of the evaluation). Reports the validation loss
 and BLEU of both at each validation and their relative difference, plus tokens/s.
 
-    .venv/bin/python bench/train_precision.py recipes/demo.yaml --steps 300 --eval-every 100
+`--runs fp32,bf16,fp32-nudged` adds a control: fp32 once more from initial weights moved by
+about one unit in the last place, to show how far rounding-sized differences alone move the
+curve in its steep part.
+
+    .venv/bin/python bench/train_precision.py recipes/demo.yaml --steps 600 --eval-every 100 \
+        --runs fp32,bf16,fp32-nudged
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `tx train` does (before torch loads)
 
 
-def run(recipe: str, precision: str, args, run_dir: Path) -> dict:
+def run(recipe: str, kind: str, args, run_dir: Path) -> dict:
     from txcli.commands.train import train
     from txcli.recipe import load_recipe
 
+    precision = "bf16" if kind == "bf16" else "fp32"
+    if kind == "fp32-nudged":
+        nudge_initial_weights()
     events = []
     overrides = [*args.set, f"run_dir={run_dir}", f"train.precision={precision}", f"train.max_steps={args.steps}",
                  f"train.eval_every={args.eval_every}", "train.max_minutes=null", "train.early_stop=null"]
@@ -36,37 +44,67 @@ def run(recipe: str, precision: str, args, run_dir: Path) -> dict:
     return {"valid": valid, "tokens_per_s": statistics.median(speeds) if speeds else float("nan")}
 
 
+def nudge_initial_weights() -> None:
+    """The control: fp32 again, with every initial weight moved by about one unit in the last
+    place (relative 1e-7), to show how far rounding-sized differences alone move the curve."""
+    import torch
+
+    from txcli.commands import train as train_command
+
+    base = train_command.Seq2SeqTransformer
+
+    class Nudged(base):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            g = torch.Generator().manual_seed(0)
+            with torch.no_grad():
+                for p in self.parameters():
+                    p.mul_(1 + 1e-7 * torch.randn(p.shape, generator=g))
+
+    train_command.Seq2SeqTransformer = Nudged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--runs", default="fp32,bf16",
+                        help="fp32, bf16 and/or fp32-nudged (the control); the first is the reference")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json")
     args = parser.parse_args()
+    kinds = args.runs.split(",")
 
+    results = {}
     with tempfile.TemporaryDirectory(prefix="tx-prec-") as tmp:
-        tok_dir = Path(tmp) / "fp32"
-        fp32 = run(args.recipe, "fp32", args, tok_dir)
-        bf16_dir = Path(tmp) / "bf16"
-        bf16_dir.mkdir()
-        for f in tok_dir.glob("*tokenizer.json"):  # the same tokenizer, so the same batches
-            (bf16_dir / f.name).write_bytes(f.read_bytes())
-        bf16 = run(args.recipe, "bf16", args, bf16_dir)
+        first = Path(tmp) / kinds[0]
+        for kind in kinds:
+            run_dir = Path(tmp) / kind
+            run_dir.mkdir(exist_ok=True)
+            for f in first.glob("*tokenizer.json"):  # the same tokenizer, so the same batches
+                (run_dir / f.name).write_bytes(f.read_bytes())
+            results[kind] = run(args.recipe, kind, args, run_dir)
+    report(kinds, results, args)
 
+
+def report(kinds: list[str], results: dict, args) -> None:
+    ref = kinds[0]
+    header = f"{'step':>6}" + "".join(f"{k + ' loss':>20}" for k in kinds)
+    header += "".join(f"{k + ' vs ' + ref:>24}" for k in kinds[1:]) + "".join(f"{k + ' BLEU':>20}" for k in kinds)
+    print(header)
     rows = []
-    print(f"{'step':>6}{'fp32 loss':>11}{'bf16 loss':>11}{'rel diff':>10}{'fp32 BLEU':>11}{'bf16 BLEU':>11}")
-    for step in sorted(fp32["valid"]):
-        a, b = fp32["valid"][step], bf16["valid"][step]
-        rel = (b["loss"] - a["loss"]) / a["loss"]
-        rows.append({"step": step, "fp32_loss": a["loss"], "bf16_loss": b["loss"], "relative_difference": rel,
-                     "fp32_bleu": a["bleu"], "bf16_bleu": b["bleu"]})
-        print(f"{step:>6}{a['loss']:>11.4f}{b['loss']:>11.4f}{100 * rel:>9.2f}%{a['bleu']:>11.2f}{b['bleu']:>11.2f}")
-    ratio = bf16["tokens_per_s"] / fp32["tokens_per_s"]
-    print(f"tokens/s: fp32 {fp32['tokens_per_s']:.0f}, bf16 {bf16['tokens_per_s']:.0f} (x{ratio:.2f})")
+    for step in sorted(results[ref]["valid"]):
+        v = {k: results[k]["valid"][step] for k in kinds}
+        rel = {k: (v[k]["loss"] - v[ref]["loss"]) / v[ref]["loss"] for k in kinds[1:]}
+        rows.append({"step": step, **{f"{k}_loss": v[k]["loss"] for k in kinds},
+                     **{f"{k}_bleu": v[k]["bleu"] for k in kinds}, **{f"{k}_relative_difference": rel[k] for k in rel}})
+        print(f"{step:>6}" + "".join(f"{v[k]['loss']:>20.4f}" for k in kinds)
+              + "".join(f"{100 * rel[k]:>23.2f}%" for k in kinds[1:]) + "".join(f"{v[k]['bleu']:>20.2f}" for k in kinds))
+    speeds = {k: results[k]["tokens_per_s"] for k in kinds}
+    print("tokens/s: " + ", ".join(f"{k} {s:.0f}" for k, s in speeds.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"validations": rows, "fp32_tokens_per_s": fp32["tokens_per_s"],
-                                               "bf16_tokens_per_s": bf16["tokens_per_s"]}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"validations": rows, "tokens_per_s": speeds}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -88,8 +88,10 @@ class LiveProgress(PlainProgress):
             v, b = self.last_valid, self.best or self.last_valid
             table.add_row("valid BLEU", f"{v['bleu']:.2f} (best {b['bleu']:.2f} @ {b['step']})",
                           "chrF / ppl", f"{v['chrf']:.2f} / {v['ppl']:.2f}")
-        bar = ProgressBar(total=max_steps, completed=step, width=50)
-        return Group(Text(f"tx train: {self.status}", style="bold"), bar, table)
+        header = Table.grid(padding=(0, 2))
+        header.add_row(Text(f"tx train: {self.status}", style="bold"),
+                       ProgressBar(total=max_steps, completed=step, width=40), f"{100 * step / max_steps:.0f}%")
+        return Group(header, table)
 
     def _eta(self, log: dict) -> Optional[float]:
         """Seconds left: whichever comes first of max_steps at the current pace and max_minutes."""
