@@ -2,7 +2,7 @@
 the fused flash kernel and the plain math path, fp32 and bf16, at sentence-like shapes
 (batch 200, 4 heads, 20 positions, d_k 64; a causal and a padding-masked variant).
 
-tx train takes the math path on CPU in bf16 (txcli/training.py, _attention_kernel) because of
+tx train takes the math path on CPU in bf16 (txcli/precision.py, _attention_kernel) because of
 what this prints.
 
     .venv/bin/python bench/train_sdpa_kernels.py --batch 200 --length 20

@@ -387,7 +387,7 @@ TemperatureOpt = typer.Option(1.0, "--temperature", help="With --sample: flatten
 TopKOpt = typer.Option(0, "--top-k", help="With --sample: draw from the k likeliest tokens only (0: all).")
 TopPOpt = typer.Option(1.0, "--top-p", help="With --sample: draw from the smallest set of tokens holding this probability.")
 SeedOpt = typer.Option(1, "--seed", help="With --sample: random seed.")
-PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, or bf16 (autocast; about 2x faster on CPUs with bf16 support).")
+PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast; fast only on GPUs and CPUs with AVX512-BF16 or AMX), or auto (bf16 where it is fast).")
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for the model (default: torch's choice).")
 
@@ -396,10 +396,13 @@ def _decoding(run, beam, alpha, max_len_a, max_len_b, min_len, no_repeat_ngram, 
               sample, temperature, top_k, top_p, seed, precision):
     from .commands.translate import DecodeOptions, resolve_decoding
 
-    return resolve_decoding(run, DecodeOptions(
+    decoding = resolve_decoding(run, DecodeOptions(
         beam=beam, alpha=alpha, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         no_repeat_ngram=no_repeat_ngram, batch_tokens=batch_tokens, nbest=nbest, sample=sample,
         temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, precision=precision))
+    if decoding.warning:
+        err.print(f"[yellow]warning:[/] {_escape(decoding.warning)}")
+    return decoding
 
 
 def _open_for_decoding(run_dir: Path, device: str, threads: Optional[int]):
@@ -470,6 +473,8 @@ def score(
     with open_output(output, sys.stdout.buffer) as sink:
         summary = score_files(run, src, tgt, sink, batch_tokens or run.recipe.decode.batch_tokens,
                               jsonl=fmt == "jsonl", show_tokens=tokens, precision=precision)
+    if summary.warning:
+        err.print(f"[yellow]warning:[/] {_escape(summary.warning)}")
     _truncation_warning(summary.truncated, summary.max_len, "sentence pairs")
 
 

@@ -112,7 +112,7 @@ class TrainConfig(Section):
     keep_last: int = Field(3, ge=0, description="also keep the latest N validated checkpoints (for tx average --last)")
     pool_size: int = Field(50_000, ge=1, description="pairs length-sorted into batches at a time; bounds memory")
     early_stop: Optional[EarlyStop] = Field(default_factory=EarlyStop)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("fp32", description="auto: bf16 where the hardware runs it fast, else fp32")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)
     tensorboard: bool = False

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from . import checkpoint as ckpt
 from .batching import Batch, BatchStream, EncodedPairs, EpochStats, eval_batches
 from .errors import TxError
+from .precision import autocast
 from .search import greedy_search
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -224,28 +225,6 @@ class Validator:
         refs = [self.references[i] for i in order]
         # force: pre-tokenized references are fine here; without it sacrebleu warns on stderr
         return sacrebleu.corpus_bleu(text, [refs], force=True).score, sacrebleu.corpus_chrf(text, [refs]).score
-
-
-@contextlib.contextmanager
-def autocast(device: torch.device, precision: str):
-    """Mixed precision for the forward pass (the backward follows the forward's choices)."""
-    if precision == "fp32":
-        yield
-        return
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    with torch.autocast(device_type=device.type, dtype=dtype), _attention_kernel(device, precision):
-        yield
-
-
-def _attention_kernel(device: torch.device, precision: str):
-    """On CPU in bf16 the fused flash-attention kernel's backward is 3-4x slower than the plain
-    matmul-softmax-matmul path for sentence-length sequences (in fp32 it is the other way round:
-    bench/train_throughput.py), so bf16 on CPU takes the plain path."""
-    if device.type == "cpu" and precision == "bf16":
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        return sdpa_kernel([SDPBackend.MATH])
-    return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- the loop

@@ -11,11 +11,12 @@ import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
 import torch
 
 from ..data import read_pairs
+from ..precision import resolve_precision
 from ..recipe import Corpus
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run
@@ -27,6 +28,7 @@ class ScoreSummary:
     pairs: int = 0
     truncated: int = 0  # pairs with a side cut to the model's maximum length
     max_len: int = 0
+    warning: Optional[str] = None  # about the settings (bf16 where it is slow)
 
 
 @torch.inference_mode()
@@ -66,8 +68,9 @@ def _format(number: int, logprobs: list[float], tokens: list[str] | None, jsonl:
 def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: int, jsonl: bool = False,
                 show_tokens: bool = False, precision: str = "fp32") -> ScoreSummary:
     """Score every (source, target) line pair of two aligned files into `sink`."""
-    check_choice("--precision", precision, ("fp32", "bf16"))
-    summary = ScoreSummary(max_len=run.recipe.data.max_len)
+    check_choice("--precision", precision, ("auto", "fp32", "bf16"))
+    precision, warning = resolve_precision(precision, run.device)
+    summary = ScoreSummary(max_len=run.recipe.data.max_len, warning=warning and f"--precision {warning}")
     pairs = read_pairs(Corpus(src=src, tgt=tgt))
     for chunk in _chunks(pairs, CHUNK_LINES):
         src_ids = run.src_tok.encode_batch([s for s, _ in chunk])

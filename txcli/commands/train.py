@@ -24,6 +24,7 @@ from ..batching import BatchStream, encode_pairs
 from ..data import read_pairs
 from ..errors import TxError, UsageError
 from ..model import Seq2SeqTransformer
+from ..precision import resolve_precision
 from ..recipe import Recipe, dump_yaml
 from ..training import Dist, Trainer, Validator
 from .run import model_config, pick_device, read_run_recipe
@@ -66,6 +67,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     device = _device(cfg.device, dist)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError(f"train.precision fp16 needs CUDA, and training runs on {device.type}; use bf16")
+    precision, precision_warning = resolve_precision(cfg.precision, device)
+    cfg = cfg.model_copy(update={"precision": precision})  # what the trainer runs in: auto resolved
     src_tok, tgt_tok = _tokenizers(recipe, dist, progress)
 
     torch.manual_seed(recipe.seed)  # the same initial weights on every rank and every fresh run
@@ -89,8 +92,9 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
         sink.event({"event": "setup", "params": sum(p.numel() for p in model.parameters()),
                     "max_steps": cfg.max_steps, "max_minutes": cfg.max_minutes, "resumed": resume,
                     "valid_pairs": validator.size if validator else 0})
-        if notice:
-            sink.event({"event": "warning", "message": notice})
+        for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
+            if warning:
+                sink.event({"event": "warning", "message": warning})
     caught: dict = {}
     try:
         with _stop_on_signals(trainer, caught):

@@ -22,6 +22,7 @@ import torch
 
 from ..checkpoint import open_atomic
 from ..errors import TxError, UsageError
+from ..precision import resolve_precision
 from ..search import Hypothesis, SearchConfig, beam_search, sample
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run, open_run
@@ -57,6 +58,7 @@ class Decoding:
     batch_tokens: int
     precision: str = "fp32"
     seed: int = 1
+    warning: Optional[str] = None  # about the settings (bf16 where it is slow), for the user
 
 
 def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -78,7 +80,8 @@ def resolve_decoding(run: Run, opts: DecodeOptions) -> Decoding:
     def pick(value, default):
         return default if value is None else value
 
-    check_choice("--precision", opts.precision, ("fp32", "bf16"))
+    check_choice("--precision", opts.precision, ("auto", "fp32", "bf16"))
+    precision, warning = resolve_precision(opts.precision, run.device)
     checks = [(opts.beam, 1, "--beam"), (opts.batch_tokens, 1, "--batch-tokens"), (opts.nbest, 1, "--nbest"),
               (opts.min_len, 0, "--min-len"), (opts.no_repeat_ngram, 0, "--no-repeat-ngram"),
               (opts.max_len_b, 0, "--max-len-b"), (opts.max_len_a, 0, "--max-len-a"), (opts.alpha, 0, "--alpha"),
@@ -94,7 +97,8 @@ def resolve_decoding(run: Run, opts: DecodeOptions) -> Decoding:
                               sample=opts.sample, temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p)
     except ValueError as err:
         raise UsageError(f"decoding options: {err} (--beam, --nbest, --temperature, --top-p)") from None
-    return Decoding(search, pick(opts.batch_tokens, d.batch_tokens), opts.precision, opts.seed)
+    return Decoding(search, pick(opts.batch_tokens, d.batch_tokens), precision, opts.seed,
+                    warning and f"--precision {warning}")
 
 
 # --------------------------------------------------------------------------- reading lines

@@ -1,0 +1,82 @@
+"""precision auto picks bf16 only where the hardware runs it fast; bf16 elsewhere is warned about."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from txcli import precision
+from txcli.commands.train import train
+from txcli.commands.translate import DecodeOptions, open_for_decoding, resolve_decoding
+from txcli.recipe import load_recipe
+
+from .conftest import run_tx
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_is_bf16_exactly_where_bf16_is_fast(monkeypatch, fast):
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: fast)
+    assert precision.resolve_precision("auto", CPU) == ("bf16" if fast else "fp32", None)
+    assert precision.resolve_precision("fp32", CPU) == ("fp32", None)
+    chosen, warning = precision.resolve_precision("bf16", CPU)
+    assert chosen == "bf16"  # an explicit choice is kept ...
+    assert (warning is None) == fast  # ... with a warning where it is slow
+    if not fast:
+        assert "slower than fp32" in warning
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.resolve_precision("fp8", CPU)
+
+
+def test_bf16_is_fast_agrees_with_the_cpu_flags():
+    flags = torch._C._cpu._get_cpu_capability() if hasattr(torch._C._cpu, "_get_cpu_capability") else None
+    if not isinstance(flags, dict) or "avx512_bf16" not in flags:
+        pytest.skip("this torch does not report CPU flags")
+    assert precision.bf16_is_fast(CPU) == bool(flags["avx512_bf16"] or flags.get("amx_bf16") or flags.get("amx_tile"))
+
+
+def test_training_with_auto_runs_in_the_resolved_precision(tiny_recipe: Path, monkeypatch):
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: False)
+    recipe = load_recipe(tiny_recipe, ["train.threads=1", "train.precision=auto", "train.max_steps=2",
+                                       "train.eval_every=2"])
+    train(recipe)
+    events = [json.loads(line) for line in (recipe.run_dir / "metrics.jsonl").read_text().splitlines()]
+    start = next(e for e in events if e["event"] == "start")
+    assert start["precision"] == "fp32"
+    saved = (recipe.run_dir / "recipe.yaml").read_text()
+    assert "precision: auto" in saved  # the recipe as written: a resume elsewhere resolves again
+
+
+def test_slow_bf16_training_says_so(tiny_recipe: Path, monkeypatch):
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: False)
+    recipe = load_recipe(tiny_recipe, ["train.threads=1", "train.precision=bf16", "train.max_steps=2",
+                                       "train.eval_every=2"])
+    train(recipe)
+    assert "train.precision bf16 on this cpu has no hardware support" in (recipe.run_dir / "train.log").read_text()
+
+
+def test_translate_precision_auto_and_the_bf16_warning(tiny_run: Path, monkeypatch):
+    run = open_for_decoding(tiny_run, "cpu")
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: False)
+    assert resolve_decoding(run, DecodeOptions(precision="auto")).precision == "fp32"
+    slow = resolve_decoding(run, DecodeOptions(precision="bf16"))
+    assert slow.precision == "bf16" and slow.warning.startswith("--precision bf16")
+    monkeypatch.setattr(precision, "bf16_is_fast", lambda device: True)
+    fast = resolve_decoding(run, DecodeOptions(precision="auto"))
+    assert fast.precision == "bf16" and fast.warning is None
+
+
+def test_translate_cli_warns_once_about_slow_bf16(tiny_run: Path):
+    result = run_tx("translate", str(tiny_run), "--precision", "bf16", "--beam", "1", input="a b\n")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1
+    warned = [line for line in result.stderr.splitlines() if "no hardware support" in line]
+    assert len(warned) == (0 if precision.bf16_is_fast(CPU) else 1)
+

@@ -1,0 +1,65 @@
+"""Which arithmetic to run in: fp32, bf16 autocast or fp16 autocast, and whether bf16 pays off.
+
+bf16 is only fast where the hardware multiplies in it: CUDA GPUs that support it, and CPUs with
+AVX512-BF16 or AMX. Elsewhere torch's CPU bf16 matrix product falls back to a slow reference
+loop (on an AVX2-only EPYC, a 2048x256 @ 256x1024 product takes ~0.9 s in bf16 against ~20 ms in
+fp32), so `auto` picks bf16 only where it is fast, and an explicit bf16 there gets a warning.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Optional
+
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """True where bf16 matrix products run in hardware on `device`."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(cpu, probe, None)  # private, but the only way torch tells; absent on old versions
+        if check is not None and check():
+            return True
+    return False
+
+
+def resolve_precision(requested: str, device: torch.device) -> tuple[str, Optional[str]]:
+    """(precision to run in, a warning or None). `auto`: bf16 where it is fast, else fp32."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    fast = bf16_is_fast(device)
+    if requested == "auto":
+        return ("bf16" if fast else "fp32"), None
+    if requested == "bf16" and not fast:
+        return "bf16", (f"bf16 on this {device.type} has no hardware support (no AVX512-BF16 or AMX): it runs "
+                        "many times slower than fp32 here; precision auto or fp32 would be faster")
+    return requested, None
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str):
+    """Mixed precision for the forward pass (the backward follows the forward's choices)."""
+    if precision == "fp32":
+        yield
+        return
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    with torch.autocast(device_type=device.type, dtype=dtype), _attention_kernel(device, precision):
+        yield
+
+
+def _attention_kernel(device: torch.device, precision: str):
+    """On CPU in bf16 the fused flash-attention kernel's backward is 3-4x slower than the plain
+    matmul-softmax-matmul path for sentence-length sequences (in fp32 it is the other way round:
+    bench/train_sdpa_kernels.py), so bf16 on CPU takes the plain path."""
+    if device.type == "cpu" and precision == "bf16":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
