@@ -25,7 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `tx train` does (before torch loads)
+from txcli.openmp import short_spin_waits  # noqa: E402
+
+short_spin_waits()  # as `tx train` does (before torch loads)
 
 
 def run(recipe: str, kind: str, args, run_dir: Path) -> dict:

@@ -164,9 +164,9 @@ def measure(kind: str, precision: str, args, run_dir: str) -> dict:
 
 
 def main() -> None:
-    import os
+    from txcli.openmp import short_spin_waits
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `tx train` does; both loops alike
+    short_spin_waits()  # as `tx train` does; both loops alike (the children inherit it)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe")
     parser.add_argument("--steps", type=int, default=40, help="steps per measurement, warmup included")

@@ -1,8 +1,10 @@
-"""precision auto picks bf16 only where the hardware runs it fast; bf16 elsewhere is warned about."""
+"""precision auto picks bf16 only where the hardware runs it fast; bf16 elsewhere is warned about;
+OpenMP threads spin briefly before they sleep."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,23 @@ def test_translate_cli_warns_once_about_slow_bf16(tiny_run: Path):
     warned = [line for line in result.stderr.splitlines() if "no hardware support" in line]
     assert len(warned) == (0 if precision.bf16_is_fast(CPU) else 1)
 
+
+# --------------------------------------------------------------------------- OpenMP waiting
+
+
+def test_short_spin_waits_unless_the_user_chose_a_policy(monkeypatch):
+    from txcli.openmp import short_spin_waits
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
+        monkeypatch.delenv(name, raising=False)
+    short_spin_waits()
+    assert os.environ["GOMP_SPINCOUNT"] == "3000" and os.environ["KMP_BLOCKTIME"] == "1"
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.delenv("KMP_BLOCKTIME")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    short_spin_waits()
+    assert "GOMP_SPINCOUNT" not in os.environ and "KMP_BLOCKTIME" not in os.environ
+    monkeypatch.setenv("GOMP_SPINCOUNT", "50")
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    short_spin_waits()
+    assert os.environ["GOMP_SPINCOUNT"] == "50"  # a spin count the user set stays

@@ -331,11 +331,9 @@ def train(
     Runs on one process, or on several with DistributedDataParallel under
     `torchrun --nproc_per_node=N $(which tx) train RECIPE`. Ctrl-C saves a checkpoint first.
     """
-    import os
+    from .openmp import short_spin_waits
 
-    # Before torch loads OpenMP: idle threads sleep instead of spinning. On a CPU shared with
-    # other processes, spinning threads slowed training down several times over.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    short_spin_waits()  # before torch loads OpenMP
     from .commands.train import describe, train as run_training
     from .progress import train_progress
 
