@@ -21,7 +21,7 @@ app = typer.Typer(
     name="tx",
     help="Train, run and look inside Transformer encoder-decoder translation models.",
     no_args_is_help=True,
-    rich_markup_mode="rich",
+    rich_markup_mode="markdown",  # docstring lines join into paragraphs; a blank line separates them
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -375,9 +375,9 @@ def average(
 
 BeamOpt = typer.Option(None, "--beam", help="Beam size; 1 is greedy search (default: the recipe's decode.beam).")
 AlphaOpt = typer.Option(None, "--alpha", help="GNMT length penalty ((5+len)/6)^alpha; 0 turns it off (default: decode.alpha).")
-MaxLenAOpt = typer.Option(None, "--max-len-a", help="Longest output: a * source length + b tokens (default: decode.max_len_a).")
+MaxLenAOpt = typer.Option(None, "--max-len-a", help="Longest output: a x source length + b tokens (default: decode.max_len_a).")
 MaxLenBOpt = typer.Option(None, "--max-len-b", help="See --max-len-a (default: decode.max_len_b).")
-MinLenOpt = typer.Option(None, "--min-len", help="No </s> before this many tokens (default: decode.min_len).")
+MinLenOpt = typer.Option(None, "--min-len", help="No end of sentence before this many tokens (default: decode.min_len).")
 NoRepeatOpt = typer.Option(None, "--no-repeat-ngram", help="Never repeat an n-gram of this size; 0 allows it (default: decode.no_repeat_ngram).")
 BatchTokensOpt = typer.Option(None, "--batch-tokens", help="Source tokens (with padding) per batch (default: decode.batch_tokens).")
 SampleOpt = typer.Option(False, "--sample", help="Sample tokens at random instead of beam search.")
@@ -456,7 +456,7 @@ def score(
     batch_tokens: Optional[int] = BatchTokensOpt, precision: str = PrecisionOpt,
     device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
 ):
-    """The model's log-probability of given translations (every target token and </s>), one line
+    """The model's log-probability of given translations (every target token and the end of sentence), one line
     per sentence pair: for filtering corpora and comparing models."""
     from .commands.score import score_files
     from .commands.translate import check_choice, open_output
