@@ -366,3 +366,28 @@ def test_cache_select_before_first_step_expands_beams():
         for t in range(3):
             step = model.decode(tgt[beams, t:t + 1], memory[beams], pad[beams], cache=cache)
             assert torch.allclose(step[:, 0], full[beams, t], atol=1e-5)
+
+
+def test_beams_sharing_one_cross_attention_row_match_expanded_rows():
+    """A sentence's G beams read its cross-attention keys/values from one row (G*T queries
+    together): same logits and weights as giving every beam its own copy of the row."""
+    model = tiny_model()
+    src = random_batch([5, 3], SRC_V)
+    pad = src == PAD_ID
+    G = 3
+    beams = torch.arange(2).repeat_interleave(G)
+    tgt = random_batch([4] * (2 * G), TGT_V, seed=11)
+    with torch.no_grad():
+        memory = model.encode(src)
+        shared = model.new_cache(memory, pad, capacity=4)
+        shared.select(beams, torch.arange(2))  # beams move, cross-attention rows stay one per sentence
+        expanded = model.new_cache(memory, pad, capacity=4)
+        expanded.select(beams)
+        assert shared.cross_kv.size(2) == 2 and expanded.cross_kv.size(2) == 2 * G
+        for t in range(4):
+            a, wa = model.decode(tgt[:, t:t + 1], None, shared.src_pad_mask, cache=shared, need_weights=True)
+            b, wb = model.decode(tgt[:, t:t + 1], None, expanded.src_pad_mask, cache=expanded, need_weights=True)
+            assert torch.allclose(a, b, atol=1e-5), f"step {t}"
+            for layer in range(len(wa["cross"])):
+                assert wa["cross"][layer].shape == (2 * G, 4, 1, 5)
+                assert torch.allclose(wa["cross"][layer], wb["cross"][layer], atol=1e-6)

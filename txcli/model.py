@@ -185,17 +185,17 @@ class CrossAttention(MultiHeadAttention):
 
     def forward(self, x, memory_kv, mask, need_weights=False):
         """memory_kv and mask may hold one row per sentence for G consecutive rows of x (the
-        beams of a sentence): the G rows' queries then attend together, so each sentence's keys
-        and values are read once, not once per beam."""
-        q = self.split_heads(self.q_proj(x), 1)[0]
-        R, _, T, _ = q.shape
+        beams of a sentence): the G rows' queries then attend together, as G*T queries of one
+        row, so each sentence's keys and values are read once, not once per beam."""
+        R, T, D = x.shape
         G = R // memory_kv.size(1)
-        if G > 1:  # [B*G,H,T,d_k] -> [B,H,G*T,d_k]
-            q = q.unflatten(0, (-1, G)).transpose(1, 2).flatten(2, 3)
+        if G > 1:  # [B*G,T,D] -> [B,G*T,D]: a view, the beams of a sentence are consecutive rows
+            x = x.reshape(R // G, G * T, D)
+        q = self.split_heads(self.q_proj(x), 1)[0]
         out, weights = self.attend(q, memory_kv[0], memory_kv[1], mask, False, need_weights)
         if G > 1:  # back to one row per beam
-            out = out.unflatten(1, (G, T)).flatten(0, 1)
-            if weights is not None:
+            out = out.reshape(R, T, D)
+            if weights is not None:  # [B,H,G*T,S] -> [B*G,H,T,S]
                 weights = weights.unflatten(2, (G, T)).transpose(1, 2).flatten(0, 1)
         return out, weights
 
