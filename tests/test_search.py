@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from txcli.model import ModelConfig, Seq2SeqTransformer
-from txcli.search import (NEG_INF, SearchConfig, beam_search, beam_step, block_repeated_ngrams,
+from txcli.search import (NEG_INF, SearchConfig, Workspace, beam_search, beam_step, block_repeated_ngrams,
                           greedy_search, length_penalty, sample, sample_step)
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -171,6 +171,21 @@ def test_cached_decoding_matches_recomputing_from_scratch(model):
     cached = beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID)
     recomputed = beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID, use_cache=False)
     assert same(cached, recomputed)
+
+
+@torch.inference_mode()
+def test_a_workspace_reused_across_batches_changes_nothing(model):
+    """Batches that decode into one reused buffer give what fresh buffers give, even when a
+    smaller batch follows a larger one and finds the larger one's keys and values there."""
+    cfg = SearchConfig(beam=3, nbest=2, alpha=0.6, max_len_a=1.0, max_len_b=4)
+    batches = [sources(9, seed=5), sources(4, seed=6), sources(7, seed=7)]
+    workspace = Workspace()
+    pointers = []
+    for rows in batches:
+        reused = beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID, workspace=workspace)
+        pointers.append(workspace.storage.data_ptr())
+        assert same(reused, beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID))
+    assert pointers[1] == pointers[0]  # the smaller batch decoded in the first one's memory
 
 
 @torch.inference_mode()

@@ -7,7 +7,7 @@ tokenizers or the command line; callers hand it token ids and get logits back.
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -388,12 +388,19 @@ class Seq2SeqTransformer(nn.Module):
         memory = self.encoder_norm(x)
         return (memory, all_weights) if need_weights else memory
 
-    def new_cache(self, memory: Tensor, src_pad_mask: Tensor, capacity: int) -> DecoderCache:
+    def new_cache(self, memory: Tensor, src_pad_mask: Tensor, capacity: int, rows: Optional[int] = None,
+                  allocate: Optional[Callable[[int, Tensor], Tensor]] = None) -> DecoderCache:
         """Compute every layer's cross-attention keys/values once; preallocate self-attention
-        keys/values for `capacity` steps."""
+        keys/values for `capacity` steps of `rows` decoder rows (default: one per sentence; a beam
+        search asks for sentences x beams). allocate(n, like) may lend a flat tensor of at least
+        n elements of like's dtype and device (memory reused across batches)."""
         cross_kv = torch.stack([layer.cross_attn.memory_kv(memory) for layer in self.decoder])
         L, _, B, H, _, d_k = cross_kv.shape
-        self_kv = cross_kv.new_empty(L, 2, B, H, capacity, d_k)
+        shape = (L, 2, B if rows is None else rows, H, capacity, d_k)
+        if allocate is None:
+            self_kv = cross_kv.new_empty(shape)
+        else:
+            self_kv = allocate(math.prod(shape), cross_kv)[: math.prod(shape)].view(shape)
         return DecoderCache(self_kv, cross_kv, src_pad_mask, 0)
 
     def decode(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,

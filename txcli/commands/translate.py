@@ -23,7 +23,7 @@ import torch
 from ..checkpoint import open_atomic
 from ..errors import TxError, UsageError
 from ..precision import resolve_precision
-from ..search import Hypothesis, SearchConfig, beam_search, sample
+from ..search import Hypothesis, SearchConfig, Workspace, beam_search, sample
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run, open_run
 
@@ -213,13 +213,14 @@ def translate_rows(run: Run, rows: list[list[int]], decoding: Decoding,
                    generator: Optional[torch.Generator] = None) -> list[list[Hypothesis]]:
     """Hypotheses for source id rows (each ending in </s>), batched by the token budget, in order."""
     results: list[list[Hypothesis]] = [[] for _ in rows]
+    workspace = Workspace()  # one key/value cache buffer for all the batches
     for batch in token_batches([len(r) for r in rows], decoding.batch_tokens):
         src = pad_rows([rows[i] for i in batch], run.model.cfg.pad_id, run.device)
         with precision_context(decoding.precision, run.device):
             if decoding.search.sample:
                 hyps = sample(run.model, src, decoding.search, BOS_ID, EOS_ID, generator)
             else:
-                hyps = beam_search(run.model, src, decoding.search, BOS_ID, EOS_ID)
+                hyps = beam_search(run.model, src, decoding.search, BOS_ID, EOS_ID, workspace=workspace)
         for i, h in zip(batch, hyps):
             results[i] = h
     return results
