@@ -400,7 +400,8 @@ class Seq2SeqTransformer(nn.Module):
         if allocate is None:
             self_kv = cross_kv.new_empty(shape)
         else:
-            self_kv = allocate(math.prod(shape), cross_kv)[: math.prod(shape)].view(shape)
+            size = math.prod(shape)
+            self_kv = allocate(size, cross_kv)[:size].view(shape)
         return DecoderCache(self_kv, cross_kv, src_pad_mask, 0)
 
     def decode(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,

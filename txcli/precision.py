@@ -38,7 +38,8 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, Option
     if requested == "auto":
         return ("bf16" if fast else "fp32"), None
     if requested == "bf16" and not fast:
-        return "bf16", (f"bf16 on this {device.type} has no hardware support (no AVX512-BF16 or AMX): it runs "
+        missing = "AVX512-BF16 or AMX" if device.type == "cpu" else "bf16 support"
+        return "bf16", (f"bf16 on this {device.type} has no hardware support (no {missing}): it runs "
                         "many times slower than fp32 here; precision auto or fp32 would be faster")
     return requested, None
 

@@ -16,11 +16,10 @@ from typing import BinaryIO, Iterator, Optional
 import torch
 
 from ..data import read_pairs
-from ..precision import resolve_precision
 from ..recipe import Corpus
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run
-from .translate import CHUNK_LINES, check_choice, pad_rows, precision_context, token_batches
+from .translate import CHUNK_LINES, decoding_precision, pad_rows, precision_context, token_batches
 
 
 @dataclass
@@ -68,9 +67,8 @@ def _format(number: int, logprobs: list[float], tokens: list[str] | None, jsonl:
 def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: int, jsonl: bool = False,
                 show_tokens: bool = False, precision: str = "fp32") -> ScoreSummary:
     """Score every (source, target) line pair of two aligned files into `sink`."""
-    check_choice("--precision", precision, ("auto", "fp32", "bf16"))
-    precision, warning = resolve_precision(precision, run.device)
-    summary = ScoreSummary(max_len=run.recipe.data.max_len, warning=warning and f"--precision {warning}")
+    precision, warning = decoding_precision(precision, run.device)
+    summary = ScoreSummary(max_len=run.recipe.data.max_len, warning=warning)
     pairs = read_pairs(Corpus(src=src, tgt=tgt))
     for chunk in _chunks(pairs, CHUNK_LINES):
         src_ids = run.src_tok.encode_batch([s for s, _ in chunk])

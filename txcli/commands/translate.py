@@ -66,6 +66,13 @@ def check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
         raise UsageError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
 
 
+def decoding_precision(requested: str, device: torch.device) -> tuple[str, Optional[str]]:
+    """--precision checked and resolved (auto -> bf16 or fp32), with a warning for slow bf16."""
+    check_choice("--precision", requested, ("auto", "fp32", "bf16"))
+    precision, warning = resolve_precision(requested, device)
+    return precision, warning and f"--precision {warning}"
+
+
 def open_for_decoding(run_dir: Path, device: str = "auto", threads: Optional[int] = None) -> Run:
     check_choice("--device", device, ("auto", "cpu", "cuda"))
     if threads is not None:
@@ -80,8 +87,7 @@ def resolve_decoding(run: Run, opts: DecodeOptions) -> Decoding:
     def pick(value, default):
         return default if value is None else value
 
-    check_choice("--precision", opts.precision, ("auto", "fp32", "bf16"))
-    precision, warning = resolve_precision(opts.precision, run.device)
+    precision, warning = decoding_precision(opts.precision, run.device)
     checks = [(opts.beam, 1, "--beam"), (opts.batch_tokens, 1, "--batch-tokens"), (opts.nbest, 1, "--nbest"),
               (opts.min_len, 0, "--min-len"), (opts.no_repeat_ngram, 0, "--no-repeat-ngram"),
               (opts.max_len_b, 0, "--max-len-b"), (opts.max_len_a, 0, "--max-len-a"), (opts.alpha, 0, "--alpha"),
@@ -97,8 +103,7 @@ def resolve_decoding(run: Run, opts: DecodeOptions) -> Decoding:
                               sample=opts.sample, temperature=opts.temperature, top_k=opts.top_k, top_p=opts.top_p)
     except ValueError as err:
         raise UsageError(f"decoding options: {err} (--beam, --nbest, --temperature, --top-p)") from None
-    return Decoding(search, pick(opts.batch_tokens, d.batch_tokens), precision, opts.seed,
-                    warning and f"--precision {warning}")
+    return Decoding(search, pick(opts.batch_tokens, d.batch_tokens), precision, opts.seed, warning)
 
 
 # --------------------------------------------------------------------------- reading lines
