@@ -10,7 +10,7 @@ import torch
 
 from txcli.model import ModelConfig, Seq2SeqTransformer
 from txcli.search import (NEG_INF, SearchConfig, Workspace, beam_search, beam_step, block_repeated_ngrams,
-                          greedy_search, length_penalty, sample, sample_step)
+                          greedy_search, length_penalty, sample, sample_step, stay_in_place)
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 V = 12
@@ -54,6 +54,50 @@ def test_eos_outside_the_top_k_finishes_nothing():
     step = beam_step(scores, lp({5: 0.5, 6: 0.4, EOS_ID: 0.05}, {7: 0.5, 8: 0.4}), EOS_ID)
     assert (step.finished == NEG_INF).all()
     assert sorted(step.tokens[0].tolist()) == [5, 7]
+
+
+def exhaustive_step(scores, log_probs, eos_id):
+    """The beam update by its definition: rank all K x V extensions; </s> ones within the best K
+    finish, the best K others go on."""
+    B, K, V = log_probs.shape
+    finished, alive = [], []
+    for b in range(B):
+        cands = sorted(((scores[b, k] + log_probs[b, k, v]).item(), k, v) for k in range(K) for v in range(V))[::-1]
+        finished.append(sorted(s for s, k, v in cands[:K] if v == eos_id)[::-1])
+        alive.append([(s, k, v) for s, k, v in cands if v != eos_id][:K])
+    return finished, alive
+
+
+def test_beam_step_matches_ranking_every_extension():
+    """Cutting each row to its K+1 best first loses nothing: random scores, log-probs with </s>
+    often near the top, beams 1 to 6."""
+    gen = torch.Generator().manual_seed(0)
+    for K in range(1, 7):
+        for _ in range(5):
+            scores = torch.randn(3, K, generator=gen)
+            log_probs = torch.randn(3, K, V, generator=gen).log_softmax(-1)
+            log_probs[:, :, EOS_ID] += 2 * torch.rand(3, K, generator=gen)  # </s> often among the best
+            step = beam_step(scores, log_probs, EOS_ID)
+            finished, alive = exhaustive_step(scores, log_probs, EOS_ID)
+            for b in range(3):
+                got = sorted(step.finished[b][step.finished[b] > NEG_INF].tolist())[::-1]
+                assert got == pytest.approx(finished[b])
+                assert step.scores[b].tolist() == pytest.approx([s for s, _, _ in alive[b]])
+                assert list(zip(step.origins[b].tolist(), step.tokens[b].tolist())) == [(k, v) for _, k, v in alive[b]]
+
+
+def test_stay_in_place_moves_only_rows_that_must_move():
+    origins = torch.tensor([[0, 0, 1, 3], [2, 2, 2, 2], [3, 2, 1, 0], [1, 1, 0, 0]])
+    order = stay_in_place(origins)
+    assert sorted(order[0].tolist()) == [0, 1, 2, 3]  # a permutation of each sentence's hypotheses
+    assert (order.sort(1).values == torch.arange(4)).all()
+    settled = origins.gather(1, order)
+    # each origin used keeps one hypothesis in its own slot; the others fill the unused slots
+    assert settled.tolist() == [[0, 1, 0, 3], [2, 2, 2, 2], [0, 1, 2, 3], [0, 1, 1, 0]]
+    # the first hypothesis from each origin is the one that stays (it ranks best among them)
+    assert order[0].tolist() == [0, 2, 1, 3] and order[1, 2].item() == 0 and order[3].tolist() == [2, 0, 1, 3]
+    moved = (settled != torch.arange(4)).sum(1)
+    assert moved.tolist() == [1, 3, 0, 2]  # K minus the number of distinct origins
 
 
 def test_beam_finds_what_greedy_misses():

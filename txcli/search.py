@@ -89,13 +89,14 @@ def beam_step(scores: Tensor, log_probs: Tensor, eos_id: int) -> Step:
     """The beam update. scores [B,K] cumulative log-probabilities of the live hypotheses (-inf for
     empty slots, e.g. beams 1..K-1 at the first step); log_probs [B,K,V] next-token log-probs.
 
-    Takes the 2K best extensions: each row adds at most one </s>, so at least K of them go on.
-    </s> extensions ranked within the best K finish a hypothesis; the best K others stay alive.
-    The 2K best of all K x V are among the 2K best of each row, so each row is cut to those first
-    and the scores are added to K x 2K candidates, not to K x V.
+    Ranks the extensions best first: </s> extensions within the best K finish a hypothesis; the
+    best K others stay alive. Each row is cut to its K+1 best tokens before the scores are added,
+    as a row holds at most one </s>: the overall best K are among the rows' best K, and the best K
+    that are not </s> among the rows' best K+1. Of the K x (K+1) candidates the best 2K hold at
+    most K </s>, so at least K go on.
     """
     B, K, V = log_probs.shape
-    n = min(2 * K, V)
+    n = min(K + 1, V)
     row_best, row_tokens = log_probs.topk(n, dim=2)  # [B,K,n]
     total = (scores.unsqueeze(2) + row_best).view(B, K * n)
     top_scores, top_index = total.topk(min(2 * K, K * n), dim=1)  # sorted, best first
@@ -107,6 +108,27 @@ def beam_step(scores: Tensor, log_probs: Tensor, eos_id: int) -> Step:
     alive = (rank + is_eos * top_index.size(1)).topk(K, dim=1, largest=False).indices
     return Step(top_scores.gather(1, alive), tokens.gather(1, alive), origins.gather(1, alive),
                 finished, origins[:, :K])
+
+
+def stay_in_place(origins: Tensor) -> Tensor:
+    """A slot order for the K new hypotheses of each sentence that moves the fewest rows.
+
+    origins [B,K]: the row each new hypothesis extends. Which slot a hypothesis takes does not
+    matter to the search, but every hypothesis not in its origin's slot has its key/value cache
+    copied there. So the first hypothesis from each origin stays in that origin's slot, and the
+    others fill the slots no hypothesis extends (on the demo: 27% of rows copied, not 45%).
+    Returns order [B,K]: slot j takes hypothesis order[:, j].
+    """
+    B, K = origins.shape
+    same = origins.unsqueeze(2) == origins.unsqueeze(1)  # [B,K,K]
+    earlier = torch.ones(K, K, dtype=torch.bool, device=origins.device).tril(-1)
+    first = ~(same & earlier).any(2)  # no earlier hypothesis extends the same row
+    extended = torch.zeros_like(first).scatter_(1, origins, True)  # slots some hypothesis extends
+    free_slots = extended.byte().argsort(dim=1, stable=True)  # slots nobody extends, first
+    others_rank = (~first).cumsum(1) - 1  # i-th hypothesis that cannot stay: i-th free slot
+    slot = torch.where(first, origins, free_slots.gather(1, others_rank.clamp(min=0)))
+    ranks = torch.arange(K, device=origins.device).expand(B, K)
+    return torch.empty_like(origins).scatter_(1, slot, ranks)
 
 
 def sample_step(scores: Tensor, log_probs: Tensor, eos_id: int, temperature: float = 1.0,
@@ -240,15 +262,16 @@ class _Finished:
 
     def add(self, sentences: list[int], rows: list[list[int]], logprobs: list[float], length: int) -> None:
         penalty = length_penalty(length, self.alpha)
-        changed = set()
         for s, tokens, logprob in zip(sentences, rows, logprobs):
             self.hyps[s].append(Hypothesis(tokens, logprob / penalty, logprob))
-            changed.add(s)
+        changed = sorted(set(sentences))
         for s in changed:
-            ranked = sorted(self.hyps[s], key=lambda h: -h.score)
-            self.count[s] = len(ranked)
-            if len(ranked) >= self.nbest:
-                self.bar[s] = ranked[self.nbest - 1].score
+            self.hyps[s].sort(key=lambda h: -h.score)  # stable: ties keep the order they came in
+        # one indexed write per step: item by item cost more than the sentences' Python
+        index = torch.tensor(changed, device=self.count.device)
+        self.count[index] = torch.tensor([len(self.hyps[s]) for s in changed], device=index.device)
+        self.bar[index] = torch.tensor([h[self.nbest - 1].score if len(h) >= self.nbest else NEG_INF
+                                        for h in (self.hyps[s] for s in changed)], device=index.device)
 
     def best(self) -> list[list[Hypothesis]]:
         return [sorted(h, key=lambda h: -h.score)[: self.nbest] for h in self.hyps]
@@ -303,13 +326,17 @@ def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn:
         keep = _keep_order(done)
         if keep.numel() == 0:
             break
+        scores, tokens, origins = choice.scores[keep], choice.tokens[keep], choice.origins[keep]
+        if K > 1:  # fewer key/value cache rows to copy (the beams' order does not matter)
+            order = stay_in_place(origins)
+            scores, tokens, origins = scores.gather(1, order), tokens.gather(1, order), origins.gather(1, order)
         if keep.numel() < b or K > 1:  # else every row goes on in place
-            rows = (keep.unsqueeze(1) * K + choice.origins[keep]).view(-1)
+            rows = (keep.unsqueeze(1) * K + origins).view(-1)
             decoder.select(rows, keep)
             history = history.index_select(0, rows)
             row_max_len = row_max_len.index_select(0, rows)
-        history[:, step + 1] = choice.tokens[keep].view(-1)
-        sentences, scores = sentences[keep], choice.scores[keep]
+        history[:, step + 1] = tokens.view(-1)
+        sentences = sentences[keep]
     return finished.best()
 
 
