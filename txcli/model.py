@@ -160,15 +160,19 @@ class SelfAttention(MultiHeadAttention):
         self.qkv_proj = xavier_linear(d_model, 3 * d_model, blocks=3)
 
     def forward(self, x, mask=None, is_causal=False, need_weights=False, kv_cache=None, start=0):
-        """kv_cache [2,B,H,capacity,d_k]: this step's keys/values are written at `start`, and
+        """kv_cache [B,capacity,2,H,d_k]: this step's keys/values are written at `start`, and
         attention runs over every cached step up to and including them."""
-        qkv = self.split_heads(self.qkv_proj(x), 3)
-        q, kv = qkv[0], qkv[1:]
-        if kv_cache is not None:
-            end = start + x.size(1)
-            kv_cache[:, :, :, start:end] = kv
-            kv = kv_cache[:, :, :, :end]
-        return self.attend(q, kv[0], kv[1], mask, is_causal, need_weights)
+        if kv_cache is None:
+            q, k, v = self.split_heads(self.qkv_proj(x), 3)
+            return self.attend(q, k, v, mask, is_causal, need_weights)
+        B, T, D = x.shape
+        qkv = self.qkv_proj(x)
+        end = start + T
+        # a step's keys and values are one contiguous row of the projection: one write per row
+        kv_cache[:, start:end] = qkv[:, :, D:].view(B, T, 2, self.heads, self.d_k)
+        q = self.split_heads(qkv[:, :, :D], 1)[0]
+        k, v = kv_cache[:, :end].permute(2, 0, 3, 1, 4)  # [2,B,H,end,d_k], strided views
+        return self.attend(q, k, v, mask, is_causal, need_weights)
 
 
 class CrossAttention(MultiHeadAttention):
@@ -291,8 +295,10 @@ class DecoderLayer(nn.Module):
 class DecoderCache:
     """Key/value cache for incremental decoding, all layers stacked in two tensors.
 
-    self_kv   [L,2,B,H,capacity,d_k]  decoder self-attention keys/values, filled up to `length`
-                                      in place, one step at a time (no torch.cat per step)
+    self_kv   [L,B,capacity,2,H,d_k]  decoder self-attention keys/values, filled up to `length`
+                                      in place, one step at a time (no torch.cat per step); a
+                                      row's steps lie together, so writing a step and moving a
+                                      row are contiguous copies
     cross_kv  [L,2,B',H,S,d_k]        cross-attention keys/values, computed once from the memory;
                                       B' = B, or one row per sentence when B = B' x beams
     src_pad_mask [B',S]               True = source padding
@@ -308,7 +314,7 @@ class DecoderCache:
 
     @property
     def capacity(self) -> int:
-        return self.self_kv.size(4)
+        return self.self_kv.size(2)
 
     @torch.no_grad()
     def select(self, index: torch.LongTensor, cross_index: Optional[torch.LongTensor] = None) -> None:
@@ -319,25 +325,39 @@ class DecoderCache:
         CrossAttention), so they move only when sentences leave.
         """
         cross_index = index if cross_index is None else cross_index
-        self.self_kv = _take_rows(self.self_kv, index, self.length)
+        self.self_kv = _move_rows(self.self_kv, index, self.length)
         self.cross_kv = _take_rows(self.cross_kv, cross_index)
         self.src_pad_mask = self.src_pad_mask.index_select(0, cross_index)
 
 
-def _take_rows(buffer: Tensor, index: Tensor, steps: Optional[int] = None) -> Tensor:
-    """buffer[:, :, index] for [L,2,B,H,T,d_k] buffers, copying only the first `steps` positions.
-    When it does not grow it works in place: only rows whose source differs are copied (beam
-    search moves a fraction of them per step), and the result is a narrowed view of the buffer."""
+def _take_rows(buffer: Tensor, index: Tensor) -> Tensor:
+    """buffer[:, :, index] for [L,2,B,...] buffers, in place where it does not grow: only rows
+    whose source differs are copied, and the result is a narrowed view of the buffer."""
     rows = index.numel()
     if rows > buffer.size(2):
-        grown = buffer.new_empty(buffer.shape[:2] + (rows,) + buffer.shape[3:])
-        grown[:, :, :, :, :steps] = buffer[:, :, :, :, :steps].index_select(2, index)
+        return buffer.index_select(2, index)
+    moved = (index != torch.arange(rows, device=index.device)).nonzero().squeeze(1)
+    if moved.numel():
+        buffer.index_copy_(2, moved, buffer.index_select(2, index[moved]))
+    return buffer[:, :, :rows]
+
+
+def _move_rows(buffer: Tensor, index: Tensor, steps: int) -> Tensor:
+    """buffer[:, index] for the [L,B,capacity,...] self-attention cache, copying only the first
+    `steps` positions of each row and, where it does not grow, only the rows whose source
+    differs (beam search moves a fraction of them per step); the result is a view of the buffer."""
+    rows, (L, B, capacity) = index.numel(), buffer.shape[:3]
+    if rows > B:
+        grown = buffer.new_empty((L, rows) + buffer.shape[2:])
+        grown[:, :, :steps] = buffer[:, :, :steps].index_select(1, index)
         return grown
     moved = (index != torch.arange(rows, device=index.device)).nonzero().squeeze(1)
     if moved.numel():
-        filled = buffer[:, :, :, :, :steps]
-        filled.index_copy_(2, moved, filled.index_select(2, index[moved]))
-    return buffer[:, :, :rows]
+        source = index[moved]
+        for layer in buffer.flatten(2):  # [B, capacity * step size]: rows of contiguous steps
+            filled = layer[:, : steps * (layer.size(1) // capacity)]
+            filled.index_copy_(0, moved, filled.index_select(0, source))
+    return buffer[:, :rows]
 
 
 # --------------------------------------------------------------------------- the model
@@ -396,7 +416,7 @@ class Seq2SeqTransformer(nn.Module):
         n elements of like's dtype and device (memory reused across batches)."""
         cross_kv = torch.stack([layer.cross_attn.memory_kv(memory) for layer in self.decoder])
         L, _, B, H, _, d_k = cross_kv.shape
-        shape = (L, 2, B if rows is None else rows, H, capacity, d_k)
+        shape = (L, B if rows is None else rows, capacity, 2, H, d_k)
         if allocate is None:
             self_kv = cross_kv.new_empty(shape)
         else:
