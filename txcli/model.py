@@ -330,13 +330,18 @@ class DecoderCache:
         self.src_pad_mask = self.src_pad_mask.index_select(0, cross_index)
 
 
+def _moved_rows(index: Tensor) -> Tensor:
+    """The positions i where index[i] != i: the only rows a reorder in place has to copy."""
+    return (index != torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)
+
+
 def _take_rows(buffer: Tensor, index: Tensor) -> Tensor:
     """buffer[:, :, index] for [L,2,B,...] buffers, in place where it does not grow: only rows
     whose source differs are copied, and the result is a narrowed view of the buffer."""
     rows = index.numel()
     if rows > buffer.size(2):
         return buffer.index_select(2, index)
-    moved = (index != torch.arange(rows, device=index.device)).nonzero().squeeze(1)
+    moved = _moved_rows(index)
     if moved.numel():
         buffer.index_copy_(2, moved, buffer.index_select(2, index[moved]))
     return buffer[:, :, :rows]
@@ -351,7 +356,7 @@ def _move_rows(buffer: Tensor, index: Tensor, steps: int) -> Tensor:
         grown = buffer.new_empty((L, rows) + buffer.shape[2:])
         grown[:, :, :steps] = buffer[:, :, :steps].index_select(1, index)
         return grown
-    moved = (index != torch.arange(rows, device=index.device)).nonzero().squeeze(1)
+    moved = _moved_rows(index)
     if moved.numel():
         source = index[moved]
         for layer in buffer.flatten(2):  # [B, capacity * step size]: rows of contiguous steps
