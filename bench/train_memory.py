@@ -35,7 +35,7 @@ def rss_mb() -> float:
 
 def data_epoch(recipe_path: str, overrides: list[str], queue) -> None:
     from txcli.batching import BatchStream, EpochStats
-    from txcli.commands.tokenize import load_tokenizers
+    from txcli.commands.run import load_tokenizers
     from txcli.data import read_pairs
     from txcli.recipe import load_recipe
 
@@ -98,7 +98,7 @@ def main() -> None:
             run_dir = Path(tmp) / name.replace(" ", "_")
             run_dir.mkdir()
             if not tokenizer_run.exists():
-                from txcli.commands.tokenize import train_tokenizers
+                from txcli.commands.run import train_tokenizers
                 from txcli.recipe import load_recipe
 
                 train_tokenizers(load_recipe(args.recipe, [*args.set, f"run_dir={tokenizer_run}"]), force=True)

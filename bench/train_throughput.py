@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def load(recipe_path: str, overrides: list[str], run_dir: str):
-    from txcli.commands.tokenize import load_tokenizers, train_tokenizers
+    from txcli.commands.run import load_tokenizers, train_tokenizers
     from txcli.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, [*overrides, f"run_dir={run_dir}"])

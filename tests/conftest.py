@@ -77,7 +77,7 @@ def tiny_run(tiny_recipe: Path) -> Path:
 
     from txcli.checkpoint import MODEL_FILE, RECIPE_FILE, save_model, write_text_atomic
     from txcli.commands.run import model_config
-    from txcli.commands.tokenize import load_tokenizers, train_tokenizers
+    from txcli.commands.run import load_tokenizers, train_tokenizers
     from txcli.model import Seq2SeqTransformer
     from txcli.recipe import dump_yaml, load_recipe
 

@@ -14,8 +14,9 @@ import torch
 
 from txcli.attention import (JsonlWriter, NpzWriter, Selection, align_words, alignment_error_rate,
                              collect_attention, parse_pharaoh, read_jsonl, read_npz, subword_word_ids)
-from txcli.commands.attention import DumpRequest, attention_stream, dump_attention, search_config
-from txcli.commands.run import open_run
+from txcli.commands.attention import DumpRequest, attention_stream, dump_attention
+from txcli.commands.run import open_run, run_decoding
+from txcli.decoding import DecodeOptions
 from txcli.tokenizer import BOS_ID, EOS_ID
 
 from .conftest import run_tx
@@ -26,7 +27,7 @@ TARGETS = ["CAT A SEES DOG THE", "HOUSE RED BIG A", "TREE THE ON CAT A WITH HOUS
 
 def forced_records(run, selection=Selection()):
     pairs = list(zip(SOURCES, TARGETS))
-    return list(attention_stream(run, pairs, selection, search_config(DumpRequest(run.run_dir), run)))
+    return list(attention_stream(run, pairs, selection, run_decoding(run, DecodeOptions())))
 
 
 def tx(*args: str):
@@ -181,9 +182,9 @@ def test_heatmaps_give_every_token_room(tmp_path: Path):
         assert width <= 4 * 16 * max(n_cols, 20) + 400 and height <= 16 * max(n_rows, 20) + 400
 
 
-def test_cli_jsonl_to_stdout_with_selection_and_precision(tiny_run: Path):
+def test_cli_jsonl_to_stdout_with_selection_and_digits(tiny_run: Path):
     result = tx("attention-dump", str(tiny_run), "--src", SOURCES[0], "--kind", "dec", "--layer", "-1",
-                    "--head", "2", "--precision", "2", "--device", "cpu")
+                    "--head", "2", "--digits", "2", "--device", "cpu")
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.splitlines()
     obj = json.loads(line)

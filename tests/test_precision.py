@@ -12,7 +12,9 @@ import torch
 
 from txcli import precision
 from txcli.commands.train import train
-from txcli.commands.translate import DecodeOptions, open_for_decoding, resolve_decoding
+from txcli.commands.run import open_for_decoding
+from txcli.commands.run import run_decoding as resolve_decoding
+from txcli.decoding import DecodeOptions
 from txcli.recipe import load_recipe
 
 from .conftest import run_tx

@@ -15,9 +15,11 @@ import torch
 
 from txcli.checkpoint import MODEL_FILE
 from txcli.commands.run import open_run
+from txcli.commands.run import run_decoding as resolve_decoding
 from txcli.commands.score import token_logprobs
-from txcli.commands.translate import (DecodeOptions, Formatter, line_chunks, open_output, resolve_decoding,
-                                      token_batches, translate_stream)
+from txcli.commands.translate import Formatter, translate_stream
+from txcli.decoding import DecodeOptions, token_batches
+from txcli.streams import line_chunks, open_output
 from txcli.errors import TxError, UsageError
 from txcli.tokenizer import EOS_ID
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import UsageError
+from .errors import TxError, UsageError
 
 
 class Section(BaseModel):
@@ -175,6 +175,16 @@ def recipe_from_plain(data: dict, origin: str) -> Recipe:
         return Recipe.model_validate(data)
     except ValidationError as err:
         raise UsageError(_describe(err, Path(origin), ())) from None
+
+
+def read_saved_recipe(path: Path) -> Recipe:
+    """The resolved recipe a run directory keeps (recipe.yaml, paths absolute). A file that does
+    not read back is damaged: a TxError (exit 1), not a usage mistake."""
+    try:
+        data = _read_yaml(path)
+    except UsageError as err:
+        raise TxError(f"{path}: damaged ({str(err).split(': ', 1)[-1]})") from None
+    return recipe_from_plain(data, str(path))
 
 
 def _read_yaml(path: Path) -> dict:

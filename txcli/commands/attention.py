@@ -7,8 +7,6 @@ into batches, so memory stays flat however many sentences there are.
 
 from __future__ import annotations
 
-import sys
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
@@ -16,14 +14,16 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
-from ..attention import (AXIS_LABELS, KIND_NAMES, JsonlWriter, NpzWriter, Selection, SentenceAttention, align_words,
-                         alignment_error_rate, collect_attention, format_pharaoh, pad_batch, parse_pharaoh,
+from ..attention import (AXIS_LABELS, KIND_NAMES, KINDS, JsonlWriter, NpzWriter, Selection, SentenceAttention,
+                         align_words, alignment_error_rate, collect_attention, format_pharaoh, parse_pharaoh,
                          plot_heads, subword_word_ids)
-from ..checkpoint import open_atomic, write_bytes_atomic
+from ..checkpoint import write_bytes_atomic
+from ..decoding import DecodeOptions, Decoding, check_choice, translate_rows
 from ..errors import TxError, UsageError
-from ..search import SearchConfig, beam_search
+from ..search import SearchConfig
+from ..streams import numbered_lines, open_output
 from ..tokenizer import BOS_ID, EOS_ID
-from .run import Run, open_run
+from .run import Run, open_for_decoding, run_decoding
 
 WINDOW = 128              # sentences read ahead and sorted by length
 ATTENTION_CELLS = 1 << 16  # batch size x longest side^2: bounds the weights one batch holds
@@ -38,7 +38,7 @@ class DumpRequest:
     ref: Optional[Path] = None                           # --ref
     output: Optional[Path] = None                        # None: no dump file; '-': stdout
     fmt: str = "jsonl"
-    precision: int = 4
+    digits: int = 4                                      # kept in jsonl weights
     selection: Selection = Selection()
     plot_dir: Optional[Path] = None
     align: bool = False
@@ -46,10 +46,15 @@ class DumpRequest:
     # source of the next word (demo AER 0.043 against 0.85; bench/attention_aer.py)
     align_row: str = "output"
     gold: Optional[Path] = None
-    beam: Optional[int] = None
-    alpha: Optional[float] = None
+    decode: DecodeOptions = field(default_factory=DecodeOptions)  # when translating
     batch_size: int = 64
     device: str = "auto"
+    show: bool = False                                   # draw records in the terminal
+    stdin: Optional[BinaryIO] = None                     # what '-' reads
+
+    @property
+    def stdout_has_data(self) -> bool:
+        return self.output is not None and str(self.output) == "-"
 
 
 @dataclass
@@ -59,26 +64,10 @@ class DumpReport:
     plots: list[Path] = field(default_factory=list)
     align_layer: Optional[int] = None
     aer_by_layer: dict[int, float] = field(default_factory=dict)  # with --gold: every decoder layer
+    warning: Optional[str] = None  # about the decoding settings (bf16 where it is slow)
 
 
 # --------------------------------------------------------------------------- input
-
-
-def _read_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text); '-' is stdin. Invalid UTF-8 names the line."""
-    stream = sys.stdin.buffer if str(path) == "-" else None
-    if stream is None and not Path(path).is_file():
-        raise UsageError(f"{path}: file not found")
-    f = stream or open(path, "rb")
-    try:
-        for number, raw in enumerate(f, start=1):
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise UsageError(f"{path}: line {number}: not valid UTF-8") from None
-    finally:
-        if stream is None:
-            f.close()
 
 
 def read_pairs(req: DumpRequest) -> Iterator[tuple[str, Optional[str]]]:
@@ -87,12 +76,12 @@ def read_pairs(req: DumpRequest) -> Iterator[tuple[str, Optional[str]]]:
         targets = req.tgt_texts or [None] * len(req.src_texts)
         yield from zip(req.src_texts, targets)
         return
-    sources = _read_lines(req.input)
+    sources = numbered_lines(req.input, req.stdin)
     if req.ref is None:
         for _, text in sources:
             yield text, None
         return
-    refs = _read_lines(req.ref)
+    refs = numbered_lines(req.ref, req.stdin)
     for src, ref in zip_longest(sources, refs):
         if src is None or ref is None:
             longer = req.input if ref is None else req.ref
@@ -100,8 +89,34 @@ def read_pairs(req: DumpRequest) -> Iterator[tuple[str, Optional[str]]]:
         yield src[1], ref[1]
 
 
-def check_request(req: DumpRequest, run: Run) -> None:
-    """Every mistake in the options, before any work starts."""
+def selection_from_options(kinds: list[str], layers: list[int], heads: list[int], show: bool) -> Selection:
+    """--kind/--layer/--head as a Selection. --show draws one kind, layer and head: cross-attention
+    of the last layer, head 0, unless chosen."""
+    if not show:
+        return Selection(tuple(kinds) if kinds else KINDS, tuple(layers) if layers else None,
+                         tuple(heads) if heads else None)
+    for option, values in (("--kind", kinds), ("--layer", layers), ("--head", heads)):
+        if len(values) > 1:
+            raise UsageError(f"--show draws one kind, layer and head: give {option} once")
+    return Selection(((kinds or ["cross"])[0],), ((layers or [-1])[0],), ((heads or [0])[0],))
+
+
+def with_default_output(req: DumpRequest, stdout_is_terminal: bool) -> DumpRequest:
+    """Where the dump goes when --output is not given: stdout, unless only pictures were asked
+    for (--plot, --show); alignments always go somewhere. npz is refused on a terminal."""
+    if req.output is None and (req.align or not (req.plot_dir or req.show)):
+        req.output = Path("-")
+    if req.stdout_has_data and req.fmt == "npz" and not req.align and stdout_is_terminal:
+        raise UsageError("npz is binary: give --output FILE (or pipe stdout)")
+    return req
+
+
+def check_options(req: DumpRequest) -> None:
+    """The mistakes in the options that need no model, before it is loaded."""
+    check_choice("--format", req.fmt, ("jsonl", "npz"))
+    check_choice("--align-row", req.align_row, ("output", "input"))
+    for kind in req.selection.kinds:
+        check_choice("--kind", kind, KINDS)
     if req.input is not None and req.src_texts:
         raise UsageError("give --src TEXT or --input FILE, not both")
     if req.input is None and not req.src_texts:
@@ -120,8 +135,12 @@ def check_request(req: DumpRequest, run: Run) -> None:
         raise UsageError("--align reads cross-attention: drop --kind or use --kind cross")
     if req.align and req.selection.layers is not None and len(req.selection.layers) != 1:
         raise UsageError("--align uses one decoder layer: give --layer once")
-    if not 0 <= req.precision <= 8:
-        raise UsageError(f"--precision {req.precision}: expected 0..8 digits")
+    if not 0 <= req.digits <= 8:
+        raise UsageError(f"--digits {req.digits}: expected 0..8")
+
+
+def check_request(req: DumpRequest, run: Run) -> None:
+    """The mistakes that show against the model: layers and heads that do not exist."""
     try:
         req.selection.check(run.model)
     except ValueError as err:
@@ -131,20 +150,9 @@ def check_request(req: DumpRequest, run: Run) -> None:
 # --------------------------------------------------------------------------- the pass
 
 
-def search_config(req: DumpRequest, run: Run) -> SearchConfig:
-    """The run's decoding settings (recipe `decode` section), --beam/--alpha overriding them."""
-    d = run.recipe.decode
-    return SearchConfig(beam=req.beam if req.beam is not None else d.beam,
-                        alpha=req.alpha if req.alpha is not None else d.alpha,
-                        max_len_a=d.max_len_a, max_len_b=d.max_len_b, min_len=d.min_len,
-                        no_repeat_ngram=d.no_repeat_ngram)
-
-
-def translate(run: Run, src: list[list[int]], settings: SearchConfig) -> list[list[int]]:
+def translate(run: Run, src: list[list[int]], decoding: Decoding) -> list[list[int]]:
     """Best output ids (no <s>, </s>) for source rows that end with </s>."""
-    src_t = pad_batch(src, run.model.cfg.pad_id, run.device)
-    hyps = beam_search(run.model, src_t, settings, BOS_ID, EOS_ID)
-    return [h[0].tokens if h else [] for h in hyps]
+    return [h[0].tokens if h else [] for h in translate_rows(run.model, src, decoding)]
 
 
 def _encode_checked(tok, text: str, index: int, limit: int, side: str) -> list[int]:
@@ -175,18 +183,18 @@ def _longer_side(src: list[int], tgt: Optional[list[int]], settings: SearchConfi
 
 
 def _window(run: Run, pairs: list[tuple[int, str, Optional[str]]], selection: Selection,
-            settings: SearchConfig, batch_size: int) -> list[SentenceAttention]:
+            decoding: Decoding, batch_size: int) -> list[SentenceAttention]:
     limit = run.model.cfg.max_positions
     src = [_encode_checked(run.src_tok, s, i, limit, "source") + [EOS_ID] for i, s, _ in pairs]
     # None: to be translated; a blank source line stays untranslated, as in `tx translate`
     tgt: list[Optional[list[int]]] = [_encode_checked(run.tgt_tok, t, i, limit, "target") if t is not None
                                       else [] if not s.strip() else None for i, s, t in pairs]
-    lengths = [_longer_side(s, t, settings) for s, t in zip(src, tgt)]
+    lengths = [_longer_side(s, t, decoding.search) for s, t in zip(src, tgt)]
     records: list[Optional[SentenceAttention]] = [None] * len(pairs)
     for batch in _batches(lengths, batch_size):
         todo = [k for k in batch if tgt[k] is None]
         if todo:
-            for k, ids in zip(todo, translate(run, [src[k] for k in todo], settings)):
+            for k, ids in zip(todo, translate(run, [src[k] for k in todo], decoding)):
                 tgt[k] = ids[: limit - 1]
         tgt_in = [[BOS_ID] + tgt[k] for k in batch]
         weights = collect_attention(run.model, [src[k] for k in batch], tgt_in, selection)
@@ -200,31 +208,19 @@ def _window(run: Run, pairs: list[tuple[int, str, Optional[str]]], selection: Se
 
 
 def attention_stream(run: Run, pairs: Iterable[tuple[str, Optional[str]]], selection: Selection,
-                     settings: SearchConfig, batch_size: int = 64) -> Iterator[SentenceAttention]:
+                     decoding: Decoding, batch_size: int = 64) -> Iterator[SentenceAttention]:
     """One record per input pair, in input order; a pair without a target is translated first."""
     window: list[tuple[int, str, Optional[str]]] = []
     for index, (src, tgt) in enumerate(pairs):
         window.append((index, src, tgt))
         if len(window) == WINDOW:
-            yield from _window(run, window, selection, settings, batch_size)
+            yield from _window(run, window, selection, decoding, batch_size)
             window = []
     if window:
-        yield from _window(run, window, selection, settings, batch_size)
+        yield from _window(run, window, selection, decoding, batch_size)
 
 
 # --------------------------------------------------------------------------- outputs
-
-
-@contextmanager
-def open_output(path: Optional[Path], stdout: BinaryIO):
-    """A binary stream: stdout for '-', else a file that appears whole or not at all, so an
-    interrupted dump never leaves half a file behind."""
-    if path is None or str(path) == "-":
-        yield stdout
-        stdout.flush()
-        return
-    with open_atomic(path) as f:
-        yield f
 
 
 def default_align_layer(run: Run) -> int:
@@ -247,7 +243,7 @@ class Aligner:
         self.layer, self.row = layer, row
         self.wordpiece = run.recipe.tokenizer.kind == "wordpiece"
         self.gold_path = gold
-        self.gold = _read_lines(gold) if gold is not None else None
+        self.gold = numbered_lines(gold) if gold is not None else None
         self.predicted: dict[int, list[set]] = {}
         self.sure: list[set] = []
         self.possible: list[set] = []
@@ -305,21 +301,23 @@ def dump_attention(req: DumpRequest, stdout: BinaryIO,
                    on_record: Optional[Callable[[SentenceAttention], None]] = None,
                    progress: Optional[Callable[[int], None]] = None) -> DumpReport:
     """The whole command: open the run, stream records to the chosen outputs."""
-    run = open_run(req.run_dir, req.device)
+    check_options(req)
+    run = open_for_decoding(req.run_dir, req.device)
     check_request(req, run)
+    decoding = run_decoding(run, req.decode)
     selection = req.selection
-    report = DumpReport(translated=not (req.tgt_texts or req.ref))
+    report = DumpReport(translated=not (req.tgt_texts or req.ref), warning=decoding.warning)
     aligner = None
     if req.align:
         layer = selection.layers_of("cross", run.model)[0] if selection.layers else default_align_layer(run)
         report.align_layer = layer
         aligner = Aligner(run, layer, req.align_row, req.gold)
         selection = Selection(kinds=("cross",), layers=None, heads=selection.heads)
-    records = attention_stream(run, read_pairs(req), selection, search_config(req, run), req.batch_size)
+    records = attention_stream(run, read_pairs(req), selection, decoding, req.batch_size)
     with open_output(req.output, stdout) as stream:
         writer = None
         if not req.align and req.output is not None:
-            writer = NpzWriter(stream) if req.fmt == "npz" else JsonlWriter(stream, req.precision)
+            writer = NpzWriter(stream) if req.fmt == "npz" else JsonlWriter(stream, req.digits)
         for rec in records:
             if aligner is not None:
                 stream.write((aligner.line(rec) + "\n").encode("utf-8"))

@@ -3,17 +3,17 @@ of a given hypothesis file, against one reference file."""
 
 from __future__ import annotations
 
-import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 from ..data import read_pairs
+from ..decoding import DecodeOptions, Decoding, make_generator, translate_texts
 from ..errors import UsageError
 from ..recipe import Corpus
-from .run import Run
-from .translate import CHUNK_LINES, Decoding, encode_sources, make_generator, open_output, translate_rows
+from ..streams import chunks, open_output
+from .run import Run, open_for_decoding, run_decoding
 
 
 @dataclass
@@ -34,6 +34,18 @@ def default_test_files(run: Run, req: EvalRequest) -> EvalRequest:
     return EvalRequest(ref=test.tgt, src=test.src, output=req.output)
 
 
+def prepare(run_dir: Optional[Path], req: EvalRequest, decode: DecodeOptions, device: str = "auto",
+            threads: Optional[int] = None) -> tuple[Optional[Run], Optional[Decoding], EvalRequest]:
+    """The run and decoding settings a request needs (none to score a --hyp file), and the
+    request with the recipe's test split filled in when no file was given."""
+    if req.hyp is not None:
+        return None, None, req
+    if run_dir is None:
+        raise UsageError("give a RUN_DIR to translate with, or --hyp FILE --ref FILE")
+    run = open_for_decoding(run_dir, device, threads)
+    return run, run_decoding(run, decode), default_test_files(run, req)
+
+
 def check_request(req: EvalRequest, have_run: bool) -> None:
     if req.ref is None:
         raise UsageError("--ref is required: the reference translations to compare against")
@@ -52,14 +64,11 @@ def translate_file(run: Run, src: Path, ref: Path, decoding: Decoding,
     hyps: list[str] = []
     refs: list[str] = []
     pairs = read_pairs(Corpus(src=src, tgt=ref))
-    generator = make_generator(run, decoding)
-    while chunk := list(itertools.islice(pairs, CHUNK_LINES)):
-        rows, _ = encode_sources(run.src_tok, [s for s, _ in chunk], run.recipe.data.max_len)
-        todo = [i for i, r in enumerate(rows) if r is not None]
-        out = [""] * len(chunk)
-        for i, h in zip(todo, translate_rows(run, [rows[i] for i in todo], decoding, generator)):
-            out[i] = run.tgt_tok.decode(h[0].tokens) if h else ""
-        hyps.extend(out)
+    generator = make_generator(decoding)
+    for chunk in chunks(pairs):
+        found, _ = translate_texts(run.model, run.src_tok, [s for s, _ in chunk], decoding,
+                                   run.recipe.data.max_len, generator)
+        hyps.extend(run.tgt_tok.decode(h[0].tokens) if h else "" for h in found)
         refs.extend(r for _, r in chunk)
         if on_progress is not None:
             on_progress(len(hyps))

@@ -1,19 +1,24 @@
-"""Open a run directory: the resolved recipe, the tokenizers and the model, as later commands need them."""
+"""The run directory as every command sees it: the resolved recipe, the tokenizers (trained into
+it or loaded from it) and the model. Not a user action itself: the one module the action modules
+share, so that none of them imports another.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import yaml
+from typing import Optional
 
-from ..checkpoint import MODEL_FILE, RECIPE_FILE, load_model_state
-from ..errors import TxError
+import torch
+
+from ..checkpoint import MODEL_FILE, RECIPE_FILE, load_model_state, tokenizer_files
+from ..data import read_side
+from ..decoding import DecodeOptions, Decoding, check_choice, resolve_decoding
+from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
-from ..recipe import Recipe, recipe_from_plain
-from ..tokenizer import PAD_ID, SubwordTokenizer
-from .tokenize import load_tokenizers
+from ..recipe import Recipe, read_saved_recipe
+from ..tokenizer import PAD_ID, SubwordTokenizer, train_tokenizer
 
 
 @dataclass
@@ -54,13 +59,41 @@ def read_run_recipe(run_dir: Path) -> Recipe:
     path = run_dir / RECIPE_FILE
     if not path.is_file():
         raise TxError(f"{path}: missing: not a tx run directory")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise TxError(f"{path}: damaged ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise TxError(f"{path}: damaged (not a mapping)")
-    return recipe_from_plain(data, str(path))
+    return read_saved_recipe(path)
+
+
+def train_tokenizers(recipe: Recipe, force: bool = False) -> list[Path]:
+    """Train (joint, or one per side) and save into the run directory; returns the files written."""
+    run_dir = recipe.run_dir
+    if (run_dir / MODEL_FILE).exists() and not force:
+        raise UsageError(f"{run_dir}: already holds a trained model; a new tokenizer would not match it "
+                         "(use --force to replace it anyway, or a new run_dir)")
+    cfg = recipe.tokenizer
+    src_path, tgt_path = tokenizer_files(run_dir, cfg.joint)
+
+    def train(side):
+        return train_tokenizer(read_side(recipe.data.train, side), cfg.kind, cfg.vocab_size,
+                               cfg.min_frequency, cfg.lowercase)
+
+    if cfg.joint:
+        train(None).save(src_path)
+        return [src_path]
+    train("src").save(src_path)
+    train("tgt").save(tgt_path)
+    return [src_path, tgt_path]
+
+
+def load_tokenizers(run_dir: Path, joint: bool) -> tuple[SubwordTokenizer, SubwordTokenizer]:
+    src_path, tgt_path = tokenizer_files(run_dir, joint)
+    loaded = []
+    for path in (src_path, tgt_path):
+        if not path.is_file():
+            raise TxError(f"{path}: missing (run `tx train-tokenizer` or `tx train` first)")
+        try:
+            loaded.append(SubwordTokenizer.load(path))
+        except Exception as err:  # tokenizers raises plain Exception subclasses for bad JSON
+            raise TxError(f"{path}: not a valid tokenizer file ({str(err).splitlines()[0]})") from None
+    return loaded[0], loaded[1]
 
 
 def load_model_file(path: Path, device: torch.device) -> Seq2SeqTransformer:
@@ -86,3 +119,16 @@ def open_run(run_dir: Path, device: str = "auto", weights: Path | None = None) -
     if model.cfg.src_vocab_size != src_tok.vocab_size or model.cfg.tgt_vocab_size != tgt_tok.vocab_size:
         raise TxError(f"{path}: vocabulary sizes do not match the run's tokenizers")
     return Run(run_dir, recipe, src_tok, tgt_tok, model, dev)
+
+
+def open_for_decoding(run_dir: Path, device: str = "auto", threads: Optional[int] = None) -> Run:
+    """open_run for the commands that decode: --device checked, --threads applied first."""
+    check_choice("--device", device, ("auto", "cpu", "cuda"))
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return open_run(run_dir, device)
+
+
+def run_decoding(run: Run, opts: DecodeOptions) -> Decoding:
+    """The run's recipe `decode` section with the command-line options laid over it."""
+    return resolve_decoding(run.recipe.decode, opts, run.device)

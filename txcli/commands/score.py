@@ -7,19 +7,20 @@ the output keeps the input order.
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Optional
 
 import torch
 
 from ..data import read_pairs
+from ..decoding import check_choice, decoding_precision, pad_rows, precision_context, token_batches
+from ..errors import UsageError
 from ..recipe import Corpus
+from ..streams import chunks
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run
-from .translate import CHUNK_LINES, decoding_precision, pad_rows, precision_context, token_batches
 
 
 @dataclass
@@ -64,13 +65,25 @@ def _format(number: int, logprobs: list[float], tokens: list[str] | None, jsonl:
     return line
 
 
-def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: int, jsonl: bool = False,
-                show_tokens: bool = False, precision: str = "fp32") -> ScoreSummary:
-    """Score every (source, target) line pair of two aligned files into `sink`."""
+def check_request(src: Path, tgt: Path, fmt: str, batch_tokens: Optional[int]) -> None:
+    """The options' mistakes, before the model is loaded."""
+    check_choice("--format", fmt, ("text", "jsonl"))
+    for option, path in (("--src", src), ("--tgt", tgt)):
+        if not Path(path).is_file():
+            raise UsageError(f"{option} {path}: file not found")
+    if batch_tokens is not None and batch_tokens < 1:
+        raise UsageError(f"--batch-tokens {batch_tokens}: must be at least 1")
+
+
+def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: Optional[int] = None,
+                jsonl: bool = False, show_tokens: bool = False, precision: str = "fp32") -> ScoreSummary:
+    """Score every (source, target) line pair of two aligned files into `sink`
+    (batch_tokens None: the recipe's decode.batch_tokens)."""
+    batch_tokens = batch_tokens or run.recipe.decode.batch_tokens
     precision, warning = decoding_precision(precision, run.device)
     summary = ScoreSummary(max_len=run.recipe.data.max_len, warning=warning)
     pairs = read_pairs(Corpus(src=src, tgt=tgt))
-    for chunk in _chunks(pairs, CHUNK_LINES):
+    for chunk in chunks(pairs):
         src_ids = run.src_tok.encode_batch([s for s, _ in chunk])
         tgt_ids = run.tgt_tok.encode_batch([t for _, t in chunk])
         encoded = []
@@ -87,10 +100,3 @@ def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: in
         summary.pairs += len(chunk)
     return summary
 
-
-def _chunks(items: Iterator, size: int) -> Iterator[list]:
-    while True:
-        chunk = list(itertools.islice(items, size))
-        if not chunk:
-            return
-        yield chunk

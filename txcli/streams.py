@@ -1,0 +1,130 @@
+"""Lines in and out for the commands that read text streams (translate, score, evaluate,
+attention-dump): chunks of lines, UTF-8 decoding that names the bad line, and opening inputs and
+outputs where '-' means stdin/stdout and a named output file appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import select
+from pathlib import Path
+from typing import BinaryIO, Iterable, Iterator, Optional
+
+from .checkpoint import open_atomic
+from .errors import TxError, UsageError
+
+CHUNK_LINES = 4096  # lines read, translated and written at a time: bounds memory, not the input
+
+
+def line_chunks(stream: BinaryIO, max_lines: int = CHUNK_LINES) -> Iterator[list[bytes]]:
+    """Lines (without the newline) in chunks of at most max_lines. A last line without a newline
+    still counts. On a pipe or terminal a chunk ends early when no more input is waiting, so a
+    line typed in is answered at once."""
+    fd = _fileno(stream)
+    if fd is None:  # an in-memory stream: everything is already there
+        chunk = []
+        for raw in stream:
+            chunk.append(raw.rstrip(b"\n"))
+            if len(chunk) == max_lines:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+        return
+    pending, chunk = b"", []
+    while True:
+        data = os.read(fd, 1 << 16)
+        if not data:
+            break
+        *complete, pending = (pending + data).split(b"\n")
+        for line in complete:
+            chunk.append(line)
+            if len(chunk) == max_lines:
+                yield chunk
+                chunk = []
+        if chunk and not _input_waiting(fd):
+            yield chunk
+            chunk = []
+    if pending:
+        chunk.append(pending)
+    if chunk:
+        yield chunk
+
+
+def _fileno(stream) -> Optional[int]:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _input_waiting(fd: int) -> bool:
+    try:
+        return bool(select.select([fd], [], [], 0)[0])
+    except (OSError, ValueError):  # not selectable: behave like a file
+        return True
+
+
+def decode_lines(chunk: list[bytes], first_number: int, name: str) -> tuple[list[str], Optional[TxError]]:
+    """UTF-8 text of the lines up to the first bad one, and the error naming that line (or None)."""
+    texts = []
+    for number, raw in enumerate(chunk, start=first_number):
+        try:
+            texts.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError:
+            return texts, TxError(f"{name}: line {number}: not valid UTF-8")
+    return texts, None
+
+
+def numbered_lines(path: Path | str, stdin: Optional[BinaryIO] = None) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text without the line end) of a file, or of stdin for '-'.
+    Invalid UTF-8 names the file and line."""
+    if str(path) == "-":
+        yield from _numbered(stdin, "<stdin>")
+        return
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: file not found")
+    with open(path, "rb") as f:
+        yield from _numbered(f, str(path))
+
+
+def _numbered(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(stream, start=1):
+        try:
+            yield number, raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise UsageError(f"{name}: line {number}: not valid UTF-8") from None
+
+
+def chunks(items: Iterable, size: int = CHUNK_LINES) -> Iterator[list]:
+    """Consecutive lists of at most `size` items."""
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+@contextlib.contextmanager
+def open_input(path: Optional[Path], stdin: BinaryIO):
+    """(binary stream, name for messages): stdin for None or '-', else the file."""
+    if path is None or str(path) == "-":
+        yield stdin, "<stdin>"
+        return
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: input file not found")
+    with open(path, "rb") as f:
+        yield f, str(path)
+
+
+@contextlib.contextmanager
+def open_output(path: Optional[Path], stdout: Optional[BinaryIO]):
+    """A binary stream: stdout for None or '-', else a file that appears whole or not at all, so
+    an interrupted run never leaves half a file behind."""
+    if path is None or str(path) == "-":
+        yield stdout
+        if stdout is not None:
+            stdout.flush()
+        return
+    with open_atomic(path) as f:
+        yield f
