@@ -13,6 +13,7 @@ import torch
 from txcli import checkpoint as ckpt
 from txcli.batching import BatchStream, EncodedPairs, encode_pairs, length_buckets
 from txcli.commands.average import average
+from txcli.events import Notice
 from txcli.commands.run import open_run
 from txcli.commands.train import train
 from txcli.errors import TxError, UsageError
@@ -152,7 +153,7 @@ def test_loss_gradient_equals_torch_cross_entropy(dtype):
 
 def _tiny_trainer(tiny_recipe: Path, *overrides: str) -> Trainer:
     from txcli.commands.run import model_config
-    from txcli.commands.tokenize import load_tokenizers, train_tokenizers
+    from txcli.commands.run import load_tokenizers, train_tokenizers
     from txcli.model import Seq2SeqTransformer
 
     recipe = tiny(tiny_recipe, *overrides)
@@ -237,7 +238,7 @@ def test_fresh_run_over_a_trained_one_and_bad_resumes_are_refused(tiny_recipe: P
         train(tiny(tiny_recipe, "train.max_steps=4", "model.ff=48"), resume=True)
     events = []
     train(tiny(tiny_recipe, "train.max_steps=3", "train.batch_tokens=200"), resume=True, progress=events.append)
-    assert any(e["event"] == "warning" and "train.batch_tokens" in e["message"] for e in events)
+    assert any(isinstance(e, Notice) and "train.batch_tokens" in e.message for e in events)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "json"])
@@ -302,15 +303,14 @@ def test_live_display_on_a_terminal_and_plain_lines_otherwise():
 
     from rich.console import Console
 
-    from txcli.commands.train import describe
+    from txcli.events import Log, Setup, Validation
     from txcli.progress import LiveProgress, PlainProgress, train_progress
 
-    events = [{"event": "setup", "params": 1000, "max_steps": 100, "max_minutes": 5, "resumed": False, "valid_pairs": 7},
-              {"event": "log", "step": 50, "epoch": 2, "elapsed": 30.0, "loss": 2.5, "lr": 1e-3, "tokens_per_s": 1234.0},
-              {"event": "valid", "step": 50, "epoch": 2, "elapsed": 31.0, "loss": 2.0, "ppl": 7.39, "bleu": 12.5,
-               "chrf": 30.0, "best": True}]
+    events = [Setup(params=1000, max_steps=100, max_minutes=5, resumed=False, valid_pairs=7),
+              Log(step=50, epoch=2, elapsed=30.0, loss=2.5, lr=1e-3, tokens_per_s=1234.0),
+              Validation(step=50, epoch=2, elapsed=31.0, loss=2.0, ppl=7.39, bleu=12.5, chrf=30.0, best=True)]
     tty = Console(file=io.StringIO(), force_terminal=True, width=100)
-    progress = train_progress(tty, describe)
+    progress = train_progress(tty)
     assert isinstance(progress, LiveProgress)
     with progress:
         for e in events:
@@ -319,7 +319,7 @@ def test_live_display_on_a_terminal_and_plain_lines_otherwise():
     assert "50 / 100" in shown and "1,234" in shown and "12.50 (best 12.50 @ 50)" in shown
     assert "0:30 / 0:30" in shown  # ETA: 50 more steps at 0.6 s a step
     pipe = Console(file=io.StringIO(), force_terminal=False)
-    progress = train_progress(pipe, describe)
+    progress = train_progress(pipe)
     assert type(progress) is PlainProgress
     for e in events:
         progress.event(e)

@@ -2,7 +2,7 @@
 early stopping, checkpoints, resume, and DistributedDataParallel.
 
 Knows nothing of recipes' YAML or the terminal: `cfg` is any object with the attributes of
-`recipe.TrainConfig`, and progress leaves through `on_event(dict)` (rank 0 only), which the
+`recipe.TrainConfig`, and progress leaves through `on_event(events.Event)` (rank 0 only), which the
 command layer turns into metrics.jsonl, train.log and the live display.
 """
 
@@ -21,14 +21,12 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt
+from . import events
 from .batching import Batch, BatchStream, EncodedPairs, EpochStats, eval_batches
 from .errors import TxError
 from .precision import autocast
 from .search import greedy_search
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
-
-HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "loss": False}
-
 
 # --------------------------------------------------------------------------- schedule and loss
 
@@ -268,7 +266,7 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, model_config: dict, cfg, stream: BatchStream,
                  validator: Optional[Validator], run_dir: Path, device: torch.device,
-                 dist: Optional[Dist] = None, on_event: Callable[[dict], None] = lambda e: None,
+                 dist: Optional[Dist] = None, on_event: Callable[[events.Event], None] = lambda e: None,
                  train_model: Optional[torch.nn.Module] = None):
         dist = dist or Dist()
         self.model = model                       # the bare model: what is saved and validated
@@ -294,18 +292,16 @@ class Trainer:
 
     def fit(self) -> str:
         self._session_start = time.monotonic() - self.state.elapsed
-        self.on_event({"event": "start", "step": self.state.step, "epoch": self.state.epoch,
-                       "elapsed": self._elapsed(), "world_size": self.dist.world_size,
-                       "device": str(self.device), "precision": self.cfg.precision})
+        self.on_event(events.Start(self.state.step, self.state.epoch, self._elapsed(), self.dist.world_size,
+                                   str(self.device), self.cfg.precision))
         self.train_model.train()
         reason = self._loop()
         if reason != "nan":
             if reason != "interrupted" and self.state.validated_step != self.state.step:
                 self._validate()
             self._save_last()
-        self.on_event({"event": "end", "step": self.state.step, "epoch": self.state.epoch,
-                       "elapsed": self._elapsed(), "reason": reason, "metric": self.metric,
-                       "best_step": self.state.best_step, "best_score": self.state.best_score})
+        self.on_event(events.End(self.state.step, self.state.epoch, self._elapsed(), reason, self.metric,
+                                 self.state.best_step, self.state.best_score))
         return reason
 
     def load(self, path: Path) -> None:
@@ -422,7 +418,7 @@ class Trainer:
         where = f"the last good checkpoint stays in {last}" if last else "no checkpoint was written yet"
         self._nan_message = (f"{what} at step {self.state.step + 1}; training stopped and {where}. "
                              "Try a lower train.lr, a longer train.warmup or train.precision fp32")
-        self.on_event({"event": "error", "step": self.state.step + 1, "message": self._nan_message})
+        self.on_event(events.Failure(self.state.step + 1, self._nan_message))
         return False
 
     @property
@@ -450,17 +446,16 @@ class Trainer:
 
     def _log(self) -> None:
         w = self._window  # loss and target tokens of the whole job (all ranks)
-        self.on_event({"event": "log", "step": self.state.step, "epoch": self.state.epoch,
-                       "elapsed": round(self._elapsed(), 3), "loss": w["loss"] / max(w["tokens"], 1),
-                       "lr": self.current_lr(self.state.step), "tokens_per_s": w["tokens"] / max(w["seconds"], 1e-9)})
+        self.on_event(events.Log(self.state.step, self.state.epoch, round(self._elapsed(), 3),
+                                 w["loss"] / max(w["tokens"], 1), self.current_lr(self.state.step),
+                                 w["tokens"] / max(w["seconds"], 1e-9)))
         self._window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
 
     def _epoch_event(self, epoch: int) -> None:
         s = self._epoch_stats
-        self.on_event({"event": "epoch", "step": self.state.step, "epoch": epoch,
-                       "elapsed": round(self._elapsed(), 3), "pairs": s.filtered.kept,
-                       "dropped_too_long": s.filtered.too_long, "dropped_empty": s.filtered.empty,
-                       "batches": s.batches, "padding": 1.0 - s.tokens / max(s.padded_tokens, 1)})
+        self.on_event(events.EpochEnd(self.state.step, epoch, round(self._elapsed(), 3), s.filtered.kept,
+                                      s.filtered.too_long, s.filtered.empty, s.batches,
+                                      1.0 - s.tokens / max(s.padded_tokens, 1)))
 
     # ---- validation and checkpoints
 
@@ -480,15 +475,15 @@ class Trainer:
         else:
             self.state.bad_validations += 1
         self._keep_step_checkpoint(score, scores)
-        self.on_event({"event": "valid", "step": self.state.step, "epoch": self.state.epoch,
-                       "elapsed": round(self._elapsed(), 3), **scores, "best": best})
+        self.on_event(events.Validation(self.state.step, self.state.epoch, round(self._elapsed(), 3), **scores,
+                                        best=best))
         es = self.cfg.early_stop
         return es is not None and self.state.bad_validations >= es.patience
 
     def _is_better(self, score: float) -> bool:
         if self.state.best_score is None:
             return True
-        return score > self.state.best_score if HIGHER_IS_BETTER[self.metric] else score < self.state.best_score
+        return score > self.state.best_score if events.HIGHER_IS_BETTER[self.metric] else score < self.state.best_score
 
     def _keep_step_checkpoint(self, score: float, scores: dict) -> None:
         """Save step-NNNNNN if it is among the best `keep_best` or the latest `keep_last`; delete
@@ -497,7 +492,7 @@ class Trainer:
 
         kept = {int(k): v for k, v in self.state.kept.items()}
         kept[self.state.step] = score
-        sign = -1 if HIGHER_IS_BETTER[self.metric] else 1
+        sign = -1 if events.HIGHER_IS_BETTER[self.metric] else 1
         best = sorted(kept, key=lambda s: (sign * kept[s], -s))[: self.cfg.keep_best]
         latest = sorted(kept)[-self.cfg.keep_last:] if self.cfg.keep_last else []
         keep = set(best) | set(latest)
@@ -522,8 +517,7 @@ class Trainer:
                  "world_size": self.dist.world_size, "precision": self.cfg.precision,
                  "scaler": self.scaler.state_dict() if self.scaler is not None else None}
         ckpt.save_training_checkpoint(self.paths.last, self.model, self.model_config, tensors, state)
-        self.on_event({"event": "checkpoint", "step": self.state.step, "elapsed": round(self._elapsed(), 3),
-                       "path": str(self.paths.last)})
+        self.on_event(events.CheckpointSaved(self.state.step, round(self._elapsed(), 3), str(self.paths.last)))
 
     def _restore_rng(self, tensors: dict, saved_world: int) -> None:
         prefix = f"rng.{self.dist.rank}."

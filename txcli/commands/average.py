@@ -10,7 +10,7 @@ from typing import Optional
 
 from .. import checkpoint as ckpt
 from ..errors import TxError, UsageError
-from ..training import HIGHER_IS_BETTER
+from ..events import HIGHER_IS_BETTER
 from ..model import ModelConfig, Seq2SeqTransformer
 from .run import read_run_recipe
 

@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import torch
 
 from .. import checkpoint as ckpt
+from .. import events
 from ..batching import BatchStream, encode_pairs
 from ..data import read_pairs
 from ..errors import TxError, UsageError
@@ -27,10 +28,8 @@ from ..model import Seq2SeqTransformer
 from ..precision import resolve_precision
 from ..recipe import Recipe, dump_yaml
 from ..training import Dist, Trainer, Validator
-from .run import model_config, pick_device, read_run_recipe
-from .tokenize import load_tokenizers, train_tokenizers
+from .run import load_tokenizers, model_config, pick_device, read_run_recipe, train_tokenizers
 
-METRIC_EVENTS = {"start", "log", "valid", "epoch", "end", "error"}  # what goes to metrics.jsonl
 SAME_ON_RESUME = ("tokenizer", "model")  # recipe sections a resumed run may not change
 
 
@@ -48,7 +47,8 @@ class TrainResult:
     model: torch.nn.Module  # the weights as training left them (the last step, not the best)
 
 
-def train(recipe: Recipe, resume: bool = False, progress: Callable[[dict], None] = lambda e: None) -> TrainResult:
+def train(recipe: Recipe, resume: bool = False,
+          progress: Callable[[events.Event], None] = lambda e: None) -> TrainResult:
     """Train the recipe's model into its run directory (see module docstring)."""
     dist = _init_distributed(recipe.train.device)
     try:
@@ -89,12 +89,11 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     if sink:
         sink.open(resume_step=trainer.state.step if resume else None)
         ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
-        sink.event({"event": "setup", "params": sum(p.numel() for p in model.parameters()),
-                    "max_steps": cfg.max_steps, "max_minutes": cfg.max_minutes, "resumed": resume,
-                    "valid_pairs": validator.size if validator else 0})
+        sink.event(events.Setup(sum(p.numel() for p in model.parameters()), cfg.max_steps, cfg.max_minutes,
+                                resume, validator.size if validator else 0))
         for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
             if warning:
-                sink.event({"event": "warning", "message": warning})
+                sink.event(events.Notice(warning))
     caught: dict = {}
     try:
         with _stop_on_signals(trainer, caught):
@@ -146,8 +145,8 @@ def _data_order_keys(saved: Recipe, new: Recipe):
 def _tokenizers(recipe: Recipe, dist: Dist, progress):
     src_path, tgt_path = ckpt.tokenizer_files(recipe.run_dir, recipe.tokenizer.joint)
     if dist.is_main and not (src_path.is_file() and tgt_path.is_file()):
-        progress({"event": "tokenizer", "message": f"training {recipe.tokenizer.kind} tokenizer "
-                                                   f"({recipe.tokenizer.vocab_size} subwords)"})
+        progress(events.TokenizerTraining(f"training {recipe.tokenizer.kind} tokenizer "
+                                          f"({recipe.tokenizer.vocab_size} subwords)"))
         train_tokenizers(recipe, force=True)
     dist.barrier()
     return load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
@@ -223,7 +222,7 @@ class RunLog:
     """Turns trainer events into metrics.jsonl (one JSON object a line), train.log (for people),
     TensorBoard scalars when asked for, and the caller's progress callback."""
 
-    def __init__(self, run_dir: Path, progress: Callable[[dict], None], tensorboard: bool):
+    def __init__(self, run_dir: Path, progress: Callable[[events.Event], None], tensorboard: bool):
         self.run_dir, self.progress, self.want_tensorboard = Path(run_dir), progress, tensorboard
         self.metrics = self.log = self.tb = None
 
@@ -238,18 +237,18 @@ class RunLog:
         if self.want_tensorboard:
             self.tb = _tensorboard_writer(self.run_dir / "tensorboard", self)
 
-    def event(self, e: dict) -> None:
-        if e["event"] in METRIC_EVENTS and self.metrics is not None:
-            self.metrics.write(json.dumps(e) + "\n")  # one write per line: readers never see half a record
+    def event(self, e: events.Event) -> None:
+        if e.in_metrics and self.metrics is not None:
+            self.metrics.write(json.dumps(e.to_dict()) + "\n")  # one write per line: readers never see half a record
             self.metrics.flush()
         if self.log is not None:
-            self.log.write(time.strftime("%Y-%m-%d %H:%M:%S ") + describe(e) + "\n")
+            self.log.write(time.strftime("%Y-%m-%d %H:%M:%S ") + e.describe() + "\n")
             self.log.flush()
-        if self.tb is not None and e["event"] in ("log", "valid"):
-            prefix = "train" if e["event"] == "log" else "valid"
+        if self.tb is not None and isinstance(e, (events.Log, events.Validation)):
+            prefix = "train" if isinstance(e, events.Log) else "valid"
             for key in ("loss", "lr", "tokens_per_s", "ppl", "bleu", "chrf"):
-                if key in e:
-                    self.tb.add_scalar(f"{prefix}/{key}", e[key], e["step"])
+                if hasattr(e, key):
+                    self.tb.add_scalar(f"{prefix}/{key}", getattr(e, key), e.step)
         self.progress(e)
 
     def close(self) -> None:
@@ -275,38 +274,7 @@ def _tensorboard_writer(path: Path, log: RunLog):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        log.event({"event": "warning", "message": "train.tensorboard is set but the tensorboard package "
-                                                  "is not installed (pip install tensorboard); skipping it"})
+        log.event(events.Notice("train.tensorboard is set but the tensorboard package "
+                                "is not installed (pip install tensorboard); skipping it"))
         return None
     return SummaryWriter(str(path))
-
-
-def describe(e: dict) -> str:
-    """One human-readable line per event (train.log and the plain progress output)."""
-    kind = e["event"]
-    if kind == "log":
-        return (f"step {e['step']:>6}  epoch {e['epoch']:>3}  loss {e['loss']:.4f}  lr {e['lr']:.2e}  "
-                f"{e['tokens_per_s']:,.0f} tok/s  {_clock(e['elapsed'])}")
-    if kind == "valid":
-        return (f"valid step {e['step']:>6}  loss {e['loss']:.4f}  ppl {e['ppl']:.2f}  BLEU {e['bleu']:.2f}  "
-                f"chrF {e['chrf']:.2f}{'  (best)' if e['best'] else ''}  {_clock(e['elapsed'])}")
-    if kind == "epoch":
-        return (f"epoch {e['epoch']} done at step {e['step']}: {e['pairs']} pairs in {e['batches']} batches, "
-                f"{e['dropped_too_long']} dropped as longer than data.max_len, {e['dropped_empty']} empty, "
-                f"padding {100 * e['padding']:.1f}%")
-    if kind == "start":
-        return f"{'resumed' if e['step'] else 'started'} at step {e['step']} on {e['device']} ({e['precision']}, {e['world_size']} process(es))"
-    if kind == "setup":
-        limit = f", at most {e['max_minutes']:g} min" if e.get("max_minutes") else ""
-        return f"model: {e['params']:,} parameters; up to {e['max_steps']} steps{limit}; {e['valid_pairs']} validation pairs"
-    if kind == "end":
-        best = f"best {e['metric']} {e['best_score']:.2f} at step {e['best_step']}" if e.get("best_score") is not None else "no validation"
-        return f"stopped at step {e['step']} ({e['reason']}); {best}; {_clock(e['elapsed'])}"
-    if kind == "checkpoint":
-        return f"checkpoint saved: {e['path']} (step {e['step']})"
-    return e.get("message", json.dumps(e))
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}:{s:02d}"
