@@ -15,13 +15,13 @@ from typing import Optional
 
 import torch
 
-from ..checkpoint import CHECKPOINT_STATE, CHECKPOINTS, METRICS_FILE, MODEL_FILE, list_step_checkpoints, read_json
+from ..checkpoint import (CHECKPOINT_STATE, CHECKPOINTS, METRICS_FILE, MODEL_FILE, list_step_checkpoints, read_json,
+                          write_bytes_atomic)
 from ..errors import TxError
+from ..events import HIGHER_IS_BETTER, SCORE_KEYS
 from .run import load_model_file, read_run_recipe
-from .tokenize import load_tokenizers
+from .run import load_tokenizers
 
-SCORE_KEYS = ("loss", "ppl", "bleu", "chrf")
-HIGHER_IS_BETTER = {"bleu": True, "chrf": True, "loss": False, "ppl": False}
 
 
 @dataclass
@@ -217,3 +217,7 @@ def positional_encoding_png(run_dir: Path, positions: Optional[int] = None) -> b
     pe = sinusoidal_positions(n, recipe.model.d_model).numpy()
     return plot_matrix(pe, f"positional encoding: {n} positions x d_model {recipe.model.d_model}",
                        "dimension", "position")
+
+
+def write_positional_encoding(run_dir: Path, path: Path, positions: Optional[int] = None) -> None:
+    write_bytes_atomic(path, positional_encoding_png(run_dir, positions))

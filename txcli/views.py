@@ -1,0 +1,144 @@
+"""Terminal rendering for the CLI: attention heatmaps, the run summary of `tx inspect`, the
+evaluation table, summaries and warnings. Part of the CLI layer beside progress.py: it only draws
+what the commands return, on the console it is given.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+
+def warn(console: Console, message: str) -> None:
+    console.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+def truncation_warning(console: Console, count: int, max_len: int, what: str = "lines") -> None:
+    if count:
+        warn(console, f"{count} {what} longer than the model's maximum of {max_len} subword tokens were truncated")
+
+
+def attention_summary(err: Console, report, output) -> None:
+    """What attention-dump wrote, on stderr."""
+    what = "alignments" if report.align_layer is not None else "attention"
+    where = "" if output is None else " to stdout" if str(output) == "-" else f" to {output}"
+    translated = ", translated first" if report.translated else ", forced decoding"
+    err.print(f"{what} of {report.sentences} sentence{'s' * (report.sentences != 1)}{translated}{where}")
+    if report.align_layer is not None:
+        err.print(f"alignments from decoder layer {report.align_layer}")
+    for layer, aer in report.aer_by_layer.items():
+        mark = "  <- written" if layer == report.align_layer else ""
+        err.print(f"AER layer {layer}: {aer:.3f}{mark}")
+    if report.aer_by_layer and report.translated:
+        err.print("[yellow]note[/]: the targets are the model's translations; gold alignments usually refer to "
+                  "reference targets (give them with --ref)")
+    if report.warning:
+        warn(err, report.warning)
+    if report.plots:
+        err.print(f"wrote {len(report.plots)} heatmaps to {report.plots[0].parent}")
+
+
+HEATMAP_COLOURS = [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)]  # viridis
+
+
+def heat_colour(value: float) -> str:
+    x = min(max(value, 0.0), 1.0) * (len(HEATMAP_COLOURS) - 1)
+    i = min(int(x), len(HEATMAP_COLOURS) - 2)
+    a, b = HEATMAP_COLOURS[i], HEATMAP_COLOURS[i + 1]
+    r, g, bl = (round(a[c] + (b[c] - a[c]) * (x - i)) for c in range(3))
+    return f"rgb({r},{g},{bl})"
+
+
+def attention_heatmap(rec) -> Text:
+    """One kind/layer/head of a record as text: key tokens written downwards over the columns,
+    query tokens on the left, each cell the weight in tenths (blank below 0.05) on a viridis colour."""
+    from .attention import KIND_NAMES  # here: the module loads numpy and torch
+
+    (kind, layers), = rec.weights.items()
+    (layer, weights), = layers.items()
+    rows, cols = (([t[:10] for t in side]) for side in rec.axis_tokens(kind))
+    width = max(len(r) for r in rows)
+    text = Text(f"sentence {rec.index}: {KIND_NAMES[kind]}, layer {layer}, head {rec.heads[0]}\n", style="bold")
+    for d in range(max(len(c) for c in cols)):
+        text.append(" " * (width + 1) + "".join(f"{c[d] if d < len(c) else ' '} " for c in cols) + "\n")
+    for label, row in zip(rows, weights[0]):
+        text.append(label.rjust(width) + " ")
+        for value in row:
+            tenths = min(round(float(value) * 10), 9)
+            fg = "black" if value > 0.6 else "white"
+            text.append(f"{tenths if tenths else ' '} ", style=f"{fg} on {heat_colour(float(value))}")
+        text.append("\n")
+    return text
+
+
+def run_summary(out: Console, s) -> None:
+    """The summary of `tx inspect` (commands.inspect.RunSummary)."""
+    out.print(f"[bold]run[/] {escape(s.run_dir)}")
+    recipe = Table.grid(padding=(0, 1))
+    for section, values in s.recipe.items():
+        recipe.add_row(f"[bold]{section}[/]", escape(_flat(values)))
+    out.print(recipe)
+    if s.vocab:
+        joint = " (joint)" if s.vocab["joint"] else ""
+        out.print(f"[bold]vocabulary[/]: source {s.vocab['source']:,}, target {s.vocab['target']:,}{joint}")
+    if s.total_params is not None:
+        table = Table("module", "parameters", "shares", title=f"parameters: {s.total_params:,} ({s.model_bytes / 1e6:.1f} MB file)", title_justify="left")
+        table.columns[1].justify = "right"
+        for m in s.modules:
+            depth = m.name.count(".")
+            if depth < 2:
+                table.add_row("  " * depth + m.name, f"{m.params:,}", ", ".join(m.shared_from))
+        out.print(table)
+    if s.history is not None:
+        _history(out, s.history)
+    if s.checkpoints:
+        out.print("[bold]checkpoints[/]")
+        for c in s.checkpoints:
+            step = f" (step {c.step:,})" if c.name == "last" and c.step is not None else ""
+            scores = ", ".join(f"{k} {v:.4g}" for k, v in c.scores.items())
+            out.print(f"  {c.name}{step}{': ' + scores if scores else ''}")
+    for note in s.notes:
+        out.print(f"[yellow]{escape(note)}[/]")
+
+
+def _flat(value, prefix: str = "") -> str:
+    """A recipe section on one line: "d_model=256, heads=4, ...", nested keys dotted, nulls left out."""
+    if not isinstance(value, dict):
+        return str(value)
+    items = []
+    for key, v in value.items():
+        if isinstance(v, dict):
+            items.append(_flat(v, f"{prefix}{key}."))
+        elif v is not None:
+            items.append(f"{prefix}{key}={v}")
+    return ", ".join(i for i in items if i)
+
+
+def _history(out: Console, h) -> None:
+    parts = [f"{h.steps:,} steps"]
+    if h.epochs is not None:
+        parts.append(f"{h.epochs:.2f} epochs")
+    if h.elapsed_s is not None:
+        parts.append(f"{h.elapsed_s / 60:.1f} min")
+    if h.tokens_per_s is not None:
+        parts.append(f"{h.tokens_per_s:,.0f} tokens/s")
+    if h.last_loss is not None:
+        parts.append(f"last loss {h.last_loss:.4f}")
+    out.print(f"[bold]training[/]: {', '.join(parts)}; {h.validations} validations")
+    for b in h.best:
+        out.print(f"  best {b.metric}: {b.value:.4g} at step {b.step:,}")
+    if h.unreadable_lines:
+        out.print(f"[yellow]  {h.unreadable_lines} unreadable line(s) in metrics.jsonl skipped[/]")
+
+
+def evaluation_table(out: Console, result: dict) -> None:
+    table = Table(title="tx evaluate", show_header=True)
+    table.add_column("metric")
+    table.add_column("score", justify="right")
+    table.add_column("signature", style="dim")
+    table.add_row("BLEU", f"{result['bleu']:.2f}", escape(result["bleu_signature"]))
+    table.add_row("chrF", f"{result['chrf']:.2f}", escape(result["chrf_signature"]))
+    out.print(table)
+    out.print(f"{result['sentences']} sentences; {escape(result['bleu_detail'])}", highlight=False)
