@@ -218,7 +218,19 @@ def test_show_draws_a_terminal_heatmap(tiny_run: Path):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == "sentence 0: cross-attention, layer 0, head 3"
-    assert any(line.strip().startswith("<s>") for line in lines)
+    # every cell is the weight in tenths (blank below 0.05), as the jsonl dump of the same pair has it
+    dump = tx("attention-dump", str(tiny_run), "--src", SOURCES[1], "--tgt", TARGETS[1], "--kind", "cross",
+              "--layer", "0", "--head", "3", "--device", "cpu")
+    record = json.loads(dump.stdout)
+    weights = record["attention"]["cross"]["0"][0]
+    queries = [t[:10] for t in record["tgt_tokens"]]
+    width = max(len(q) for q in queries)
+    rows = [line for line in lines if line[:width].strip() and line[width:width + 1] == " "][-len(queries):]
+    assert [row[:width].strip() for row in rows] == queries
+    for row, expected in zip(rows, weights):
+        cells = row[width + 1:]
+        digits = [cells[2 * k] for k in range(len(expected))]
+        assert digits == [str(min(round(w * 10), 9)) if min(round(w * 10), 9) else " " for w in expected]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -204,8 +204,11 @@ def test_beam_one_is_exactly_greedy(model):
 
 
 def same(a, b):
-    return all([h.tokens for h in x] == [h.tokens for h in y]
-               and all(h.score == pytest.approx(k.score, abs=1e-4) for h, k in zip(x, y)) for x, y in zip(a, b))
+    """Equal hypotheses per sentence: the same number of sentences and of hypotheses, the same
+    tokens, scores equal within rounding."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and [h.tokens for h in x] == [h.tokens for h in y]
+        and all(h.score == pytest.approx(k.score, abs=1e-4) for h, k in zip(x, y)) for x, y in zip(a, b))
 
 
 @torch.inference_mode()

@@ -35,12 +35,12 @@ def run(tiny_run: Path):
     return open_run(tiny_run, device="cpu")
 
 
-def translate_text(run, text: str, fmt: str = "text", **options) -> tuple[list[str], object]:
+def translate_text(run, text: str, fmt: str = "text", tokens: bool = False, **options) -> tuple[list[str], object]:
     """Translate in-process; outputs are kept short (at most 4 tokens) so the untrained model is quick."""
     options = {"max_len_a": 0.0, "max_len_b": 4, **options}
     sink = io.BytesIO()
     decoding = resolve_decoding(run, DecodeOptions(**options))
-    summary = translate_stream(run, io.BytesIO(text.encode("utf-8")), sink, decoding, Formatter(run, fmt, False))
+    summary = translate_stream(run, io.BytesIO(text.encode("utf-8")), sink, decoding, Formatter(run, fmt, tokens))
     return sink.getvalue().decode("utf-8").split("\n")[:-1], summary
 
 
@@ -99,15 +99,31 @@ def test_jsonl_nbest_and_tokens(run):
     first, empty = json.loads(lines[0]), json.loads(lines[1])
     assert first["src"] == SENTENCES[0] and len(first["hyps"]) == 3
     scores = [h["score"] for h in first["hyps"]]
-    assert scores == sorted(scores, reverse=True) and all(h["logprob"] <= h["score"] for h in first["hyps"])
+    assert scores == sorted(scores, reverse=True)
+    alpha = run.recipe.decode.alpha
+    for h in first["hyps"]:  # score = logprob / GNMT penalty, the length counting </s>
+        assert h["score"] == pytest.approx(h["logprob"] / ((5 + h["length"] + 1) / 6) ** alpha, abs=2e-4)
     assert empty == {"line": 2, "src": "", "hyps": []}
     text, _ = translate_text(run, SENTENCES[0] + "\n", beam=4, nbest=3)
     assert text[0].split("\t") == [h["text"] for h in first["hyps"]]
+    shown, _ = translate_text(run, SENTENCES[0] + "\n", fmt="jsonl", tokens=True, beam=4, nbest=3)
+    for plain, with_tokens in zip(first["hyps"], json.loads(shown[0])["hyps"]):
+        pieces = with_tokens["text"].split(" ") if with_tokens["text"] else []
+        assert len(pieces) == plain["length"] == with_tokens["length"]
+        ids = [run.tgt_tok.hf.token_to_id(p) for p in pieces]
+        assert None not in ids and run.tgt_tok.decode(ids) == plain["text"]
 
 
-def test_bf16_and_sampling_run(run):
-    lines, _ = translate_text(run, "\n".join(SENTENCES) + "\n", precision="bf16")
-    assert len(lines) == 5
+def test_bf16_decodes_close_to_fp32_and_sampling_repeats_with_its_seed(run):
+    fp32, _ = translate_text(run, "\n".join(SENTENCES) + "\n", fmt="jsonl", precision="fp32")
+    bf16, _ = translate_text(run, "\n".join(SENTENCES) + "\n", fmt="jsonl", precision="bf16")
+    assert len(bf16) == 5
+    pairs = [(json.loads(a)["hyps"][0], json.loads(b)["hyps"][0]) for a, b in zip(fp32, bf16)]
+    same = [(a, b) for a, b in pairs if a["text"] == b["text"]]
+    assert same, "bf16 found none of fp32's translations"
+    # bf16 really ran (its rounding moves the scores) and stayed close to fp32
+    assert any(a["logprob"] != b["logprob"] for a, b in same)
+    assert all(abs(a["logprob"] - b["logprob"]) < 0.1 * (a["length"] + 1) for a, b in same)
     a, _ = translate_text(run, SENTENCES[0] + "\n", sample=True, nbest=4, top_k=5, seed=3)
     b, _ = translate_text(run, SENTENCES[0] + "\n", sample=True, nbest=4, top_k=5, seed=3)
     assert a == b and len(a[0].split("\t")) == 4
@@ -136,9 +152,11 @@ def test_invalid_utf8_names_the_line(run):
 
 
 def test_three_lines_in_three_lines_out(tiny_run: Path):
-    result = subprocess.run(f"printf 'a\\n\\nb\\n' | {sys.executable} -m txcli translate {tiny_run} --threads 1 | wc -l",
-                            shell=True, capture_output=True, text=True, timeout=120)
-    assert result.stdout.strip() == "3", result.stderr
+    result = subprocess.run([sys.executable, "-m", "txcli", "translate", str(tiny_run), "--threads", "1"],
+                            input="a\n\nb\n", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.split("\n")
+    assert len(lines) == 4 and lines[-1] == "" and lines[1] == ""  # three lines, the empty one kept
 
 
 def test_ten_thousand_lines_stay_aligned(tiny_run: Path, tmp_path: Path):
