@@ -257,3 +257,50 @@ def test_evaluate_hypotheses_and_a_run(tiny_run: Path, tmp_path: Path):
     assert len((tmp_path / "hyp").read_text().splitlines()) == 2
     result = run_tx("evaluate", str(tiny_run), "--src", str(src))
     assert result.returncode == 2 and "--ref is required" in result.stderr
+
+
+# --------------------------------------------------------------------------- invalid UTF-8
+
+
+BAD = b"the dog\n\xff\xfe cat\n\nbig \xc3 house\nred\n"  # lines 2 and 4 are not valid UTF-8
+
+
+@pytest.mark.parametrize("command", ["translate", "attention-dump"])
+def test_input_errors_replace_keeps_every_line_and_counts_the_bad_ones(tiny_run: Path, tmp_path: Path, command):
+    src = tmp_path / "bad.src"
+    src.write_bytes(BAD)
+    args = ["--input", str(src), "--input-errors", "replace", "--threads", "1"] if command == "translate" else \
+        ["--input", str(src), "--input-errors", "replace"]
+    result = run_tx(command, str(tiny_run), *args, "--beam", "1", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split("\n")) == 6  # 5 lines in, 5 out (+ the last newline)
+    warning = [line for line in result.stderr.splitlines() if "UTF-8" in line]
+    assert len(warning) == 1 and f"2 lines of {src}" in warning[0], result.stderr
+    if command == "translate":
+        assert result.stdout.split("\n")[2] == ""  # the empty line stays empty
+
+
+def test_input_errors_strict_names_the_line_and_keeps_what_came_before(tiny_run: Path, tmp_path: Path):
+    src = tmp_path / "bad.src"
+    src.write_bytes(BAD)
+    result = run_tx("translate", str(tiny_run), "--input", str(src), "--beam", "1", "--threads", "1")
+    assert result.returncode == 1 and f"{src}: line 2: not valid UTF-8" in result.stderr
+    assert len(result.stdout.split("\n")) == 2  # line 1 went out
+    bad_mode = run_tx("translate", str(tiny_run), "--input", str(src), "--input-errors", "ignore")
+    assert bad_mode.returncode == 2 and "--input-errors 'ignore'" in bad_mode.stderr
+
+
+def test_score_and_evaluate_replace_invalid_utf8(tiny_run: Path, tmp_path: Path):
+    src, tgt = tmp_path / "bad.src", tmp_path / "bad.tgt"
+    src.write_bytes(BAD)
+    tgt.write_bytes(b"A\nB\nC\nD \xff\nE\n")
+    strict = run_tx("score", str(tiny_run), "--src", str(src), "--tgt", str(tgt))
+    assert strict.returncode == 2 and f"{src}: line 2: not valid UTF-8" in strict.stderr
+    scored = run_tx("score", str(tiny_run), "--src", str(src), "--tgt", str(tgt), "--input-errors", "replace")
+    assert scored.returncode == 0 and len(scored.stdout.splitlines()) == 5, scored.stderr
+    assert f"2 lines of {src}, 1 line of {tgt}" in scored.stderr
+    evaluated = run_tx("evaluate", str(tiny_run), "--src", str(src), "--ref", str(tgt), "--beam", "1",
+                       "--input-errors", "replace", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["sentences"] == 5 and result["replaced_lines"] == {str(src): 2, str(tgt): 1}

@@ -55,6 +55,7 @@ DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for the model (default: torch's choice).")
 PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast; fast only on GPUs and CPUs with AVX512-BF16 or AMX), or auto (bf16 where it is fast).")
 BatchTokensOpt = typer.Option(None, "--batch-tokens", help="Source tokens (with padding) per batch (default: decode.batch_tokens).")
+InputErrorsOpt = typer.Option("strict", "--input-errors", help="Invalid UTF-8 in the input: strict (stop at that line, naming it) or replace (undecodable bytes become U+FFFD, every line goes on; one warning counts them).")
 
 
 def _version(value: bool) -> None:
@@ -252,14 +253,14 @@ def translate(
     fmt: str = typer.Option("text", "--format", help="text: one translation a line (n-best: tab-separated); jsonl: source, hypotheses and scores."),
     tokens: bool = typer.Option(False, "--tokens", help="Print subword tokens instead of detokenized text."),
     nbest: int = typer.Option(1, "--nbest", min=1, help="Hypotheses per sentence (at most the beam size; with --sample: samples)."),
+    input_errors: str = InputErrorsOpt,
     device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
     decode=None,
 ):
     """Translate sentences, one a line: N lines in give N lines out, in order. Empty lines stay
     empty; lines longer than the model's maximum length are truncated (one warning)."""
     from .commands.run import open_for_decoding, run_decoding
-    from .commands.translate import Formatter, translate_stream
-    from .streams import open_input, open_output
+    from .commands.translate import Formatter, translate_files
     from .views import truncation_warning
 
     decode.nbest = nbest
@@ -267,9 +268,10 @@ def translate(
     decoding = run_decoding(run, decode)
     _warn(decoding.warning)
     formatter = Formatter(run, fmt, tokens)
-    with open_input(input, sys.stdin.buffer) as (source, name), open_output(output, sys.stdout.buffer) as sink:
-        summary = translate_stream(run, source, sink, decoding, formatter, name)
+    summary = translate_files(run, input, output, sys.stdin.buffer, sys.stdout.buffer, decoding, formatter,
+                              input_errors)
     truncation_warning(err, summary.truncated, summary.max_len)
+    _warn(summary.warning)
 
 
 @app.command("score")
@@ -282,22 +284,21 @@ def score(
     fmt: str = typer.Option("text", "--format", help="text: 'logprob<TAB>mean per token' a line; jsonl: one object a line."),
     tokens: bool = typer.Option(False, "--tokens", help="Also give every target token's log-probability."),
     batch_tokens: Optional[int] = BatchTokensOpt, precision: str = PrecisionOpt,
-    device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
+    input_errors: str = InputErrorsOpt, device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
 ):
     """The model's log-probability of given translations (every target token and the end of sentence), one line
     per sentence pair: for filtering corpora and comparing models."""
     from .commands.run import open_for_decoding
-    from .commands.score import check_request, score_files
-    from .streams import open_output
+    from .commands.score import check_request, score_to
     from .views import truncation_warning
 
     check_request(src, tgt, fmt, batch_tokens)
     run = open_for_decoding(run_dir, device, threads)
-    with open_output(output, sys.stdout.buffer) as sink:
-        summary = score_files(run, src, tgt, sink, batch_tokens, jsonl=fmt == "jsonl", show_tokens=tokens,
-                              precision=precision)
+    summary = score_to(run, src, tgt, output, sys.stdout.buffer, batch_tokens=batch_tokens, jsonl=fmt == "jsonl",
+                       show_tokens=tokens, precision=precision, errors=input_errors)
     _warn(summary.warning)
     truncation_warning(err, summary.truncated, summary.max_len, "sentence pairs")
+    _warn(summary.input_warning)
 
 
 @app.command("evaluate")
@@ -310,6 +311,7 @@ def evaluate(
     hyp: Optional[Path] = typer.Option(None, "--hyp", help="Score this hypothesis file instead of translating."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also save the translations of --src here."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    input_errors: str = InputErrorsOpt,
     device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
     decode=None,
 ):
@@ -320,11 +322,12 @@ def evaluate(
     from .commands.evaluate import EvalRequest, evaluate as run_evaluate, prepare
     from .views import evaluation_table
 
-    run, decoding, req = prepare(run_dir, EvalRequest(ref=ref, src=src, hyp=hyp, output=output), decode,
-                                 device, threads)
+    req = EvalRequest(ref=ref, src=src, hyp=hyp, output=output, input_errors=input_errors)
+    run, decoding, req = prepare(run_dir, req, decode, device, threads)
     _warn(decoding and decoding.warning)
     with err.status("evaluate: translating" if hyp is None else "evaluate: scoring") as status:
         result = run_evaluate(run, req, decoding, lambda n: status.update(f"evaluate: translated {n} sentences"))
+    _warn(result.get("input_warning"))
     if as_json:
         print(json.dumps(result, indent=2))
         return
@@ -354,6 +357,7 @@ def attention_dump(
     alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, help="Length penalty when translating (default: decode.alpha)."),
     precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32, bf16 or auto (as for translate). The digits kept in jsonl are --digits."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Sentences per forward pass."),
+    input_errors: str = InputErrorsOpt,
     device: str = DeviceOpt,
 ):
     """Every attention weight of a model for some sentences: encoder self-attention, decoder
@@ -369,7 +373,8 @@ def attention_dump(
                       fmt=fmt, digits=digits, selection=selection_from_options(kind or [], layer or [], head or [], show),
                       plot_dir=plot, align=align, align_row=align_row, gold=gold,
                       decode=DecodeOptions(beam=beam, alpha=alpha, precision=precision),
-                      batch_size=batch_size, device=device, show=show, stdin=sys.stdin.buffer)
+                      batch_size=batch_size, device=device, show=show, stdin=sys.stdin.buffer,
+                      input_errors=input_errors)
     req = with_default_output(req, sys.stdout.isatty())
     view = err if req.stdout_has_data else out
     on_record = (lambda rec: view.print(attention_heatmap(rec))) if show else None

@@ -12,25 +12,21 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .errors import UsageError
+from .streams import ReplacedLines, numbered_lines
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, text without the newline); invalid UTF-8 names the line."""
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UsageError(f"{path}: line {number}: not valid UTF-8") from None
-            yield number, text.rstrip("\r\n")
+def _lines(path: Path, replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[int, str]]:
+    """(line number, text without the newline); invalid UTF-8 names the line (or, with
+    `replaced`, is replaced and counted)."""
+    return numbered_lines(path, replaced=replaced)
 
 
 def _count_rest(lines: Iterator, seen: int) -> int:
     return seen + sum(1 for _ in lines)
 
 
-def _text_pairs(src: Path, tgt: Path) -> Iterator[tuple[str, str]]:
-    src_lines, tgt_lines = _lines(src), _lines(tgt)
+def _text_pairs(src: Path, tgt: Path, replaced: Optional[ReplacedLines]) -> Iterator[tuple[str, str]]:
+    src_lines, tgt_lines = _lines(src, replaced), _lines(tgt, replaced)
     n = 0
     while True:
         a = next(src_lines, None)
@@ -45,16 +41,16 @@ def _text_pairs(src: Path, tgt: Path) -> Iterator[tuple[str, str]]:
         yield a[1], b[1]
 
 
-def _tsv_pairs(path: Path) -> Iterator[tuple[str, str]]:
-    for number, line in _lines(path):
+def _tsv_pairs(path: Path, replaced: Optional[ReplacedLines]) -> Iterator[tuple[str, str]]:
+    for number, line in _lines(path, replaced):
         parts = line.split("\t")
         if len(parts) != 2:
             raise UsageError(f"{path}: line {number}: expected 'source<TAB>target', found {len(parts)} field(s)")
         yield parts[0], parts[1]
 
 
-def _jsonl_pairs(path: Path) -> Iterator[tuple[str, str]]:
-    for number, line in _lines(path):
+def _jsonl_pairs(path: Path, replaced: Optional[ReplacedLines]) -> Iterator[tuple[str, str]]:
+    for number, line in _lines(path, replaced):
         if not line.strip():
             continue
         try:
@@ -66,13 +62,14 @@ def _jsonl_pairs(path: Path) -> Iterator[tuple[str, str]]:
         yield record["src"], record["tgt"]
 
 
-def read_pairs(corpus) -> Iterator[tuple[str, str]]:
-    """Stream (source, target) pairs from a recipe `Corpus` (format already resolved)."""
+def read_pairs(corpus, replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[str, str]]:
+    """Stream (source, target) pairs from a recipe `Corpus` (format already resolved). Invalid
+    UTF-8 is an error naming the line, or with `replaced` is replaced and counted."""
     if corpus.format == "text":
-        return _text_pairs(Path(corpus.src), Path(corpus.tgt))
+        return _text_pairs(Path(corpus.src), Path(corpus.tgt), replaced)
     if corpus.format == "tsv":
-        return _tsv_pairs(Path(corpus.path))
-    return _jsonl_pairs(Path(corpus.path))
+        return _tsv_pairs(Path(corpus.path), replaced)
+    return _jsonl_pairs(Path(corpus.path), replaced)
 
 
 def read_side(corpus, side: Optional[str]) -> Iterator[str]:

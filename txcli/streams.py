@@ -9,13 +9,42 @@ import contextlib
 import itertools
 import os
 import select
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional
 
-from .checkpoint import open_atomic
 from .errors import TxError, UsageError
 
 CHUNK_LINES = 4096  # lines read, translated and written at a time: bounds memory, not the input
+INPUT_ERRORS = ("strict", "replace")
+
+
+@dataclass
+class ReplacedLines:
+    """--input-errors replace: undecodable bytes become U+FFFD and the line goes on, so N lines in
+    still give N lines out; the lines this happened to are counted per input, for one warning."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def decode(self, raw: bytes, name: str) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self.counts[name] = self.counts.get(name, 0) + 1
+            return raw.decode("utf-8", errors="replace")
+
+    def warning(self) -> Optional[str]:
+        if not self.counts:
+            return None
+        each = ", ".join(f"{n} line{'s' * (n != 1)} of {name}" for name, n in self.counts.items())
+        return f"not valid UTF-8, undecodable bytes replaced by U+FFFD: {each}"
+
+
+def input_errors(mode: str) -> Optional[ReplacedLines]:
+    """--input-errors checked: None for strict (a bad line is an error naming it), else the counter."""
+    if mode not in INPUT_ERRORS:
+        raise UsageError(f"--input-errors {mode!r}: expected one of {', '.join(INPUT_ERRORS)}")
+    return ReplacedLines() if mode == "replace" else None
 
 
 def line_chunks(stream: BinaryIO, max_lines: int = CHUNK_LINES) -> Iterator[list[bytes]]:
@@ -67,8 +96,12 @@ def _input_waiting(fd: int) -> bool:
         return True
 
 
-def decode_lines(chunk: list[bytes], first_number: int, name: str) -> tuple[list[str], Optional[TxError]]:
-    """UTF-8 text of the lines up to the first bad one, and the error naming that line (or None)."""
+def decode_lines(chunk: list[bytes], first_number: int, name: str,
+                 replaced: Optional[ReplacedLines] = None) -> tuple[list[str], Optional[TxError]]:
+    """UTF-8 text of the lines up to the first bad one, and the error naming that line (or None);
+    with `replaced`, every line, bad bytes replaced."""
+    if replaced is not None:
+        return [replaced.decode(raw, name).rstrip("\r") for raw in chunk], None
     texts = []
     for number, raw in enumerate(chunk, start=first_number):
         try:
@@ -78,20 +111,24 @@ def decode_lines(chunk: list[bytes], first_number: int, name: str) -> tuple[list
     return texts, None
 
 
-def numbered_lines(path: Path | str, stdin: Optional[BinaryIO] = None) -> Iterator[tuple[int, str]]:
+def numbered_lines(path: Path | str, stdin: Optional[BinaryIO] = None,
+                   replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[int, str]]:
     """(1-based line number, text without the line end) of a file, or of stdin for '-'.
-    Invalid UTF-8 names the file and line."""
+    Invalid UTF-8 names the file and line (with `replaced`: is replaced and counted)."""
     if str(path) == "-":
-        yield from _numbered(stdin, "<stdin>")
+        yield from _numbered(stdin, "<stdin>", replaced)
         return
     if not Path(path).is_file():
         raise UsageError(f"{path}: file not found")
     with open(path, "rb") as f:
-        yield from _numbered(f, str(path))
+        yield from _numbered(f, str(path), replaced)
 
 
-def _numbered(stream: Iterable[bytes], name: str) -> Iterator[tuple[int, str]]:
+def _numbered(stream: Iterable[bytes], name: str, replaced: Optional[ReplacedLines]) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(stream, start=1):
+        if replaced is not None:
+            yield number, replaced.decode(raw, name).rstrip("\r\n")
+            continue
         try:
             yield number, raw.decode("utf-8").rstrip("\r\n")
         except UnicodeDecodeError:
@@ -126,5 +163,7 @@ def open_output(path: Optional[Path], stdout: Optional[BinaryIO]):
         if stdout is not None:
             stdout.flush()
         return
+    from .checkpoint import open_atomic  # here, not at the top: checkpoint loads torch
+
     with open_atomic(path) as f:
         yield f

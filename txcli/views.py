@@ -34,8 +34,9 @@ def attention_summary(err: Console, report, output) -> None:
     if report.aer_by_layer and report.translated:
         err.print("[yellow]note[/]: the targets are the model's translations; gold alignments usually refer to "
                   "reference targets (give them with --ref)")
-    if report.warning:
-        warn(err, report.warning)
+    for message in (report.warning, report.input_warning):
+        if message:
+            warn(err, message)
     if report.plots:
         err.print(f"wrote {len(report.plots)} heatmaps to {report.plots[0].parent}")
 

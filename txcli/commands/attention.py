@@ -21,7 +21,7 @@ from ..checkpoint import write_bytes_atomic
 from ..decoding import DecodeOptions, Decoding, check_choice, translate_rows
 from ..errors import TxError, UsageError
 from ..search import SearchConfig
-from ..streams import numbered_lines, open_output
+from ..streams import ReplacedLines, input_errors, numbered_lines, open_output
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run, open_for_decoding, run_decoding
 
@@ -51,6 +51,7 @@ class DumpRequest:
     device: str = "auto"
     show: bool = False                                   # draw records in the terminal
     stdin: Optional[BinaryIO] = None                     # what '-' reads
+    input_errors: str = "strict"                         # or replace: invalid UTF-8 in --input/--ref
 
     @property
     def stdout_has_data(self) -> bool:
@@ -65,23 +66,24 @@ class DumpReport:
     align_layer: Optional[int] = None
     aer_by_layer: dict[int, float] = field(default_factory=dict)  # with --gold: every decoder layer
     warning: Optional[str] = None  # about the decoding settings (bf16 where it is slow)
+    input_warning: Optional[str] = None  # lines whose invalid UTF-8 was replaced
 
 
 # --------------------------------------------------------------------------- input
 
 
-def read_pairs(req: DumpRequest) -> Iterator[tuple[str, Optional[str]]]:
+def read_pairs(req: DumpRequest, replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[str, Optional[str]]]:
     """(source, target or None) pairs from --src/--tgt or --input/--ref, checked for alignment."""
     if req.input is None:
         targets = req.tgt_texts or [None] * len(req.src_texts)
         yield from zip(req.src_texts, targets)
         return
-    sources = numbered_lines(req.input, req.stdin)
+    sources = numbered_lines(req.input, req.stdin, replaced)
     if req.ref is None:
         for _, text in sources:
             yield text, None
         return
-    refs = numbered_lines(req.ref, req.stdin)
+    refs = numbered_lines(req.ref, req.stdin, replaced)
     for src, ref in zip_longest(sources, refs):
         if src is None or ref is None:
             longer = req.input if ref is None else req.ref
@@ -313,7 +315,8 @@ def dump_attention(req: DumpRequest, stdout: BinaryIO,
         report.align_layer = layer
         aligner = Aligner(run, layer, req.align_row, req.gold)
         selection = Selection(kinds=("cross",), layers=None, heads=selection.heads)
-    records = attention_stream(run, read_pairs(req), selection, decoding, req.batch_size)
+    replaced = input_errors(req.input_errors)
+    records = attention_stream(run, read_pairs(req, replaced), selection, decoding, req.batch_size)
     with open_output(req.output, stdout) as stream:
         writer = None
         if not req.align and req.output is not None:
@@ -335,4 +338,5 @@ def dump_attention(req: DumpRequest, stdout: BinaryIO,
             writer.close()
         if aligner is not None and req.gold is not None:  # inside: a gold file too long keeps no output
             report.aer_by_layer = aligner.aer_by_layer()
+    report.input_warning = replaced and replaced.warning()
     return report

@@ -12,7 +12,7 @@ from ..data import read_pairs
 from ..decoding import DecodeOptions, Decoding, make_generator, translate_texts
 from ..errors import UsageError
 from ..recipe import Corpus
-from ..streams import chunks, open_output
+from ..streams import ReplacedLines, chunks, input_errors, open_output
 from .run import Run, open_for_decoding, run_decoding
 
 
@@ -22,6 +22,7 @@ class EvalRequest:
     src: Optional[Path] = None  # translate this with the run...
     hyp: Optional[Path] = None  # ...or score these hypotheses
     output: Optional[Path] = None  # save the translations here
+    input_errors: str = "strict"  # or replace: invalid UTF-8 in the files
 
 
 def default_test_files(run: Run, req: EvalRequest) -> EvalRequest:
@@ -59,11 +60,12 @@ def check_request(req: EvalRequest, have_run: bool) -> None:
 
 
 def translate_file(run: Run, src: Path, ref: Path, decoding: Decoding,
-                   on_progress: Optional[Callable[[int], None]] = None) -> tuple[list[str], list[str]]:
+                   on_progress: Optional[Callable[[int], None]] = None,
+                   replaced: Optional[ReplacedLines] = None) -> tuple[list[str], list[str]]:
     """(hypotheses, references): the source translated chunk by chunk; the two files must align."""
     hyps: list[str] = []
     refs: list[str] = []
-    pairs = read_pairs(Corpus(src=src, tgt=ref))
+    pairs = read_pairs(Corpus(src=src, tgt=ref), replaced)
     generator = make_generator(decoding)
     for chunk in chunks(pairs):
         found, _ = translate_texts(run.model, run.src_tok, [s for s, _ in chunk], decoding,
@@ -89,12 +91,13 @@ def evaluate(run: Optional[Run], req: EvalRequest, decoding: Optional[Decoding],
              on_progress: Optional[Callable[[int], None]] = None) -> dict:
     """BLEU/chrF and what they were computed on."""
     check_request(req, run is not None)
+    replaced = input_errors(req.input_errors)
     start = time.perf_counter()
     if req.hyp is not None:
-        pairs = list(read_pairs(Corpus(src=req.hyp, tgt=req.ref)))
+        pairs = list(read_pairs(Corpus(src=req.hyp, tgt=req.ref), replaced))
         hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
     else:
-        hyps, refs = translate_file(run, req.src, req.ref, decoding, on_progress)
+        hyps, refs = translate_file(run, req.src, req.ref, decoding, on_progress, replaced)
         if req.output is not None:
             with open_output(req.output, None) as f:
                 f.write("".join(h + "\n" for h in hyps).encode("utf-8"))
@@ -102,6 +105,8 @@ def evaluate(run: Optional[Run], req: EvalRequest, decoding: Optional[Decoding],
     result.update({"reference": str(req.ref), "source": str(req.src) if req.src else None,
                    "hypotheses": str(req.hyp or req.output) if (req.hyp or req.output) else None,
                    "seconds": round(time.perf_counter() - start, 2)})
+    if replaced is not None and replaced.counts:
+        result["replaced_lines"], result["input_warning"] = replaced.counts, replaced.warning()
     if run is not None and req.src is not None:
         s = decoding.search
         result["decoding"] = {"beam": s.beam, "alpha": s.alpha, "sample": s.sample, "precision": decoding.precision}

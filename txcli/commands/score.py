@@ -18,7 +18,7 @@ from ..data import read_pairs
 from ..decoding import check_choice, decoding_precision, pad_rows, precision_context, token_batches
 from ..errors import UsageError
 from ..recipe import Corpus
-from ..streams import chunks
+from ..streams import chunks, input_errors, open_output
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run
 
@@ -29,6 +29,7 @@ class ScoreSummary:
     truncated: int = 0  # pairs with a side cut to the model's maximum length
     max_len: int = 0
     warning: Optional[str] = None  # about the settings (bf16 where it is slow)
+    input_warning: Optional[str] = None  # lines whose invalid UTF-8 was replaced
 
 
 @torch.inference_mode()
@@ -75,14 +76,22 @@ def check_request(src: Path, tgt: Path, fmt: str, batch_tokens: Optional[int]) -
         raise UsageError(f"--batch-tokens {batch_tokens}: must be at least 1")
 
 
+def score_to(run: Run, src: Path, tgt: Path, output: Optional[Path], stdout: BinaryIO, **options) -> ScoreSummary:
+    """The command: scores to --output (written whole or not at all) or stdout."""
+    with open_output(output, stdout) as sink:
+        return score_files(run, src, tgt, sink, **options)
+
+
 def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: Optional[int] = None,
-                jsonl: bool = False, show_tokens: bool = False, precision: str = "fp32") -> ScoreSummary:
+                jsonl: bool = False, show_tokens: bool = False, precision: str = "fp32",
+                errors: str = "strict") -> ScoreSummary:
     """Score every (source, target) line pair of two aligned files into `sink`
-    (batch_tokens None: the recipe's decode.batch_tokens)."""
+    (batch_tokens None: the recipe's decode.batch_tokens; errors: strict or replace invalid UTF-8)."""
     batch_tokens = batch_tokens or run.recipe.decode.batch_tokens
     precision, warning = decoding_precision(precision, run.device)
+    replaced = input_errors(errors)
     summary = ScoreSummary(max_len=run.recipe.data.max_len, warning=warning)
-    pairs = read_pairs(Corpus(src=src, tgt=tgt))
+    pairs = read_pairs(Corpus(src=src, tgt=tgt), replaced)
     for chunk in chunks(pairs):
         src_ids = run.src_tok.encode_batch([s for s, _ in chunk])
         tgt_ids = run.tgt_tok.encode_batch([t for _, t in chunk])
@@ -98,5 +107,6 @@ def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: Op
         sink.write(("\n".join(out) + "\n").encode("utf-8"))
         sink.flush()
         summary.pairs += len(chunk)
+    summary.input_warning = replaced and replaced.warning()
     return summary
 

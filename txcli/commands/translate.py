@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
 from ..decoding import Decoding, check_choice, make_generator, translate_texts
 from ..search import Hypothesis
-from ..streams import CHUNK_LINES, decode_lines, line_chunks
+from ..streams import CHUNK_LINES, ReplacedLines, decode_lines, input_errors, line_chunks, open_input, open_output
 from .run import Run
 
 # --------------------------------------------------------------------------- the command
@@ -30,6 +31,7 @@ class TranslateSummary:
     max_len: int = 0
     output_tokens: int = 0  # best hypotheses, </s> not counted
     seconds: float = 0.0
+    warning: Optional[str] = None  # lines whose invalid UTF-8 was replaced
 
 
 class Formatter:
@@ -53,9 +55,20 @@ class Formatter:
         return json.dumps(record, ensure_ascii=False)
 
 
+def translate_files(run: Run, input: Optional[Path], output: Optional[Path], stdin: BinaryIO, stdout: BinaryIO,
+                    decoding: Decoding, formatter: Formatter, errors: str = "strict") -> TranslateSummary:
+    """The command: --input (default stdin) to --output (default stdout, else written whole or
+    not at all). errors: strict (invalid UTF-8 stops at that line, naming it) or replace."""
+    replaced = input_errors(errors)
+    with open_input(input, stdin) as (source, name), open_output(output, stdout) as sink:
+        summary = translate_stream(run, source, sink, decoding, formatter, name, replaced=replaced)
+    summary.warning = replaced and replaced.warning()
+    return summary
+
+
 def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decoding, formatter: Formatter,
                      name: str = "<stdin>", on_chunk: Optional[Callable[[TranslateSummary], None]] = None,
-                     chunk_lines: int = CHUNK_LINES) -> TranslateSummary:
+                     chunk_lines: int = CHUNK_LINES, replaced: Optional[ReplacedLines] = None) -> TranslateSummary:
     """Translate every line of `source` into `sink`, chunk by chunk, flushing after each chunk."""
     summary = TranslateSummary(max_len=run.recipe.data.max_len)
     generator = make_generator(decoding)
@@ -73,7 +86,7 @@ def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decod
         summary.seconds = time.perf_counter() - start
 
     for chunk in line_chunks(source, chunk_lines):
-        texts, bad_line = decode_lines(chunk, summary.lines + 1, name)
+        texts, bad_line = decode_lines(chunk, summary.lines + 1, name, replaced)
         if texts:
             emit(texts)  # the lines before a bad one still go out
         if bad_line is not None:
