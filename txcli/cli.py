@@ -130,7 +130,10 @@ def attention_dump(
     show: bool = typer.Option(False, "--show", help="Draw one kind, layer and head per sentence in the terminal (default: cross, last layer, head 0)."),
     align: bool = typer.Option(False, "--align", help="Write word alignments (Pharaoh i-j) from cross-attention instead of weights."),
     align_row: str = typer.Option("output", "--align-row", help="Which decoder step speaks for a target word: output (the step that predicts it) or input (the step that reads it, predicting the next)."),
-    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold alignments (Pharaoh): print the AER of every decoder layer."),
+    align_method: str = typer.Option("predict", "--align-method", help="How --align links words: predict (heads of one layer averaged, the row that predicts the word), shift (the row that reads it; = --align-row input), layers (every layer and head averaged), bidir (layers, sharpened by each source word's share). See txcli/alignment.py."),
+    align_select: bool = typer.Option(False, "--align-select", help="Choose the heads, layers and link rule on --gold: tuned on the first half of the sentences, AER reported on the rest."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold alignments (Pharaoh): print the AER of every method and decoder layer."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML page to explore the attention (offline; sentence picker, heatmaps, lines, alignments)."),
     beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size when translating (default: the recipe's decode.beam)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, help="Length penalty when translating (default: decode.alpha)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Sentences per forward pass."),
@@ -144,13 +147,14 @@ def attention_dump(
 
     _check_choice("--format", fmt, ("jsonl", "npz"))
     _check_choice("--align-row", align_row, ("output", "input"))
+    _check_choice("--align-method", align_method, ("predict", "shift", "layers", "bidir"))
     _check_choice("--device", device, ("auto", "cpu", "cuda"))
     for k in kind or []:
         _check_choice("--kind", k, KINDS)
     selection = Selection(tuple(kind) if kind else KINDS, tuple(layer) if layer else None, tuple(head) if head else None)
     if show:
         selection = _show_selection(kind, layer, head)
-    if output is None and not (plot or show) or (align and output is None):
+    if output is None and not (plot or show or html) or (align and output is None):
         output = Path("-")
     stdout_has_data = output is not None and str(output) == "-"
     if stdout_has_data and fmt == "npz" and not align and sys.stdout.isatty():
@@ -158,12 +162,12 @@ def attention_dump(
     view = err if stdout_has_data else out
     req = DumpRequest(run_dir, src_texts=src or [], tgt_texts=tgt or [], input=input, ref=ref, output=output,
                       fmt=fmt, precision=precision, selection=selection, plot_dir=plot, align=align,
-                      align_row=align_row, gold=gold, beam=beam, alpha=alpha, batch_size=batch_size, device=device)
+                      align_row=align_row, align_method=align_method, align_select=align_select, html=html, gold=gold, beam=beam, alpha=alpha, batch_size=batch_size, device=device)
     on_record = (lambda rec: view.print(_attention_heatmap(rec))) if show else None
     with err.status("attention: loading the model") as status:
         report = dump_attention(req, sys.stdout.buffer, on_record,
                                 lambda n: status.update(f"attention: {n} sentence{'s' * (n != 1)}"))
-    _attention_summary(report, output)
+    _attention_summary(report, output, html)
 
 
 def _check_choice(option: str, value: str, choices) -> None:
@@ -181,16 +185,28 @@ def _show_selection(kind, layer, head):
     return Selection(((kind or ["cross"])[0],), ((layer or [-1])[0],), ((head or [0])[0],))
 
 
-def _attention_summary(report, output) -> None:
+def _attention_summary(report, output, html=None) -> None:
     what = "alignments" if report.align_layer is not None else "attention"
     where = "" if output is None else " to stdout" if str(output) == "-" else f" to {output}"
     translated = ", translated first" if report.translated else ", forced decoding"
     err.print(f"{what} of {report.sentences} sentence{'s' * (report.sentences != 1)}{translated}{where}")
     if report.align_layer is not None:
-        err.print(f"alignments from decoder layer {report.align_layer}")
+        err.print(f"alignments from decoder layer {report.align_layer}" if report.align_method is None
+                  or report.align_method.startswith(("predict", "shift")) else f"alignments by {report.align_method}")
     for layer, aer in report.aer_by_layer.items():
-        mark = "  <- written" if layer == report.align_layer else ""
+        mark = "  <- written" if layer == report.align_layer and report.align_method.startswith(("predict", "shift")) else ""
         err.print(f"AER layer {layer}: {aer:.3f}{mark}")
+    if report.aer_by_method:
+        err.print("AER by method: " + "; ".join(
+            f"{name} " + ", ".join(f"{'all layers' if k == 'all' else f'layer {k}'} {v:.3f}" for k, v in by.items())
+            for name, by in report.aer_by_method.items()))
+    if report.select:
+        sel = report.select
+        held = "n/a (one sentence)" if sel["heldout_aer"] is None else f"{sel['heldout_aer']:.3f}"
+        err.print(f"selected on the first {sel['tune']} sentences (AER {sel['tune_aer']:.3f}): {_escape(report.align_method)}")
+        err.print(f"AER on the other {sel['heldout']} sentences: {held}")
+    if report.html_bytes is not None:
+        err.print(f"wrote the explorer page {_escape(str(html))} ({report.html_bytes / 1e6:.2f} MB)")
     if report.aer_by_layer and report.translated:
         err.print("[yellow]note[/]: the targets are the model's translations; gold alignments usually refer to "
                   "reference targets (give them with --ref)")
