@@ -253,7 +253,7 @@ def _attention_heatmap(rec):
 @user_errors
 def inspect(
     run_dir: Path = typer.Argument(..., help="Run directory."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG heatmap of the positional-encoding matrix here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="FILE.png: a heatmap of the positional-encoding matrix. A folder (or a path without .png): pe.png and the training curves from metrics.jsonl."),
     positions: Optional[int] = typer.Option(None, "--positions", min=1, help="Rows of the --plot (default: data.max_len + 2)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
@@ -269,7 +269,12 @@ def inspect(
         _print_summary(summary)
     if plot is not None:
         from .checkpoint import write_bytes_atomic
+        from .curves import plot_target_is_dir, write_run_plots
 
+        if plot_target_is_dir(plot):
+            written = write_run_plots(run_dir, plot, positions)
+            err.print(f"wrote {', '.join(p.name for p in written)} to {plot}")
+            return
         write_bytes_atomic(plot, positional_encoding_png(run_dir, positions))
         err.print(f"wrote {plot}")
 
