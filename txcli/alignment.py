@@ -87,6 +87,13 @@ class SentenceScores:
     def __init__(self, cross: dict[int, np.ndarray], src_words, tgt_words, rows: Iterable[str] = ("output", "input")):
         self.by = {(row, layer): word_scores(w, src_words, tgt_words, row) for row in rows for layer, w in cross.items()}
 
+    @classmethod
+    def of(cls, by: dict[tuple[str, int], np.ndarray]) -> "SentenceScores":
+        """From word-level matrices already made: {(row, layer): [heads, tgt words, src words]}."""
+        scores = cls.__new__(cls)
+        scores.by = by
+        return scores
+
     def combined(self, method: Method) -> np.ndarray:
         total = None
         for layer, head in method.parts:
