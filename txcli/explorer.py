@@ -173,6 +173,7 @@ function sentence(n){  // parsed only when first picked
     const s = JSON.parse($('tx-s-'+n).textContent);
     s.srcTok = s.s.map(i => meta.tokens[i]); s.tgtTok = s.t.map(i => meta.tokens[i]);
     cache.set(n, s);
+    document.body.dataset.parsed = [...cache.keys()].join(',');  // which sentences were parsed (tests)
   }
   return cache.get(n);
 }
