@@ -69,7 +69,7 @@ def word_scores(cross: np.ndarray, src_words: list[Optional[int]], tgt_words: li
         r = t - 1 if row == "output" else t
         if j is not None and 0 <= r < cross.shape[1]:
             from_rows[j, r] = 1.0
-    return np.einsum("jt,hts,si->hji", from_rows, cross.astype(np.float64), to_src)
+    return from_rows @ cross.astype(np.float64) @ to_src  # [j,t] @ [h,t,s] @ [s,i] broadcasts over heads
 
 
 def links(scores: np.ndarray, rule: str = "argmax") -> list[tuple[int, int]]:
