@@ -125,7 +125,7 @@ STYLE = """
 body{font:14px system-ui,sans-serif;margin:12px;color:#222;background:#fafafa}
 h1{font-size:18px;margin:4px 0}h2{font-size:15px;margin:10px 0 4px}
 #controls label{margin-right:12px}#texts{color:#444;margin:6px 0}
-main{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
+main{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}main>section{max-width:640px}
 #heatmap{display:inline-grid;gap:1px;font-size:11px;user-select:none}
 #heatmap .cell{width:var(--c);height:var(--c);position:relative}
 #heatmap .cell.masked{background:repeating-linear-gradient(45deg,#fff,#fff 2px,#e4e4e4 2px,#e4e4e4 4px)!important}
