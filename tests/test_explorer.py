@@ -86,7 +86,8 @@ def test_page_with_alignments_and_gold_carries_links_and_aer(tiny_run: Path, tmp
 
 
 def test_bad_html_targets_are_one_line_errors(tiny_run: Path, tmp_path: Path):
-    for target, message in ((tmp_path, "is a folder"), (tmp_path / "x.jsonl", "is also the --output file")):
+    for target, message in ((tmp_path, "is a folder"), (tmp_path / "x.jsonl", "is also the --output file"),
+                            ("-", "give its name")):
         result = tx("attention-dump", str(tiny_run), "--src", "a b", "--output", str(tmp_path / "x.jsonl"),
                     "--html", str(target), "--device", "cpu")
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from txcli.attention import alignment_error_rate
+
 from .conftest import TINY_RECIPE, make_corpus, make_tiny_run
 from .test_attention import SOURCES, TARGETS, png_size, tx
 from .test_explorer import page_data
@@ -160,6 +162,17 @@ def test_lines_view_and_alignments(browser_page, data):
     gold = set(map(tuple, page.eval_on_selector_all("#heatmap .cell.gold-s", "cs => cs.map(c => [+c.dataset.q, +c.dataset.k])")))
     assert gold == {(r, k) for i, j in ((0, 0), (1, 1)) for r in rows_of(j) for k in cols_of(i)}
     assert "AER" in page.inner_text("#aer")
+    links = {tuple(p) for p in meta["align"][str(s["i"])]}
+    want_aer = alignment_error_rate([links], [{(0, 0), (1, 1)}], [set()])
+    assert abs(float(page.get_attribute("#sentence-aer", "data-aer")) - want_aer) < 1e-4
+
+
+def test_hovering_a_token_in_the_lines_view_keeps_only_its_links(browser_page, data):
+    page, _, _ = browser_page
+    choose(page, 1, "cross", "0", 1)
+    page.hover("#lines text.k[data-k='1']")
+    shown = page.eval_on_selector_all("#lines line", "ls => ls.filter(l => l.style.display !== 'none').map(l => l.dataset.k)")
+    assert shown and set(shown) == {"1"}
 
 
 def test_screenshot(browser_page, tmp_path: Path):

@@ -129,7 +129,7 @@ def attention_dump(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG heatmaps here: one per sentence, kind and layer, every head in a grid."),
     show: bool = typer.Option(False, "--show", help="Draw one kind, layer and head per sentence in the terminal (default: cross, last layer, head 0)."),
     align: bool = typer.Option(False, "--align", help="Write word alignments (Pharaoh i-j) from cross-attention instead of weights."),
-    align_row: str = typer.Option("output", "--align-row", help="Which decoder step speaks for a target word: output (the step that predicts it) or input (the step that reads it, predicting the next)."),
+    align_row: str = typer.Option("output", "--align-row", help="Which decoder step speaks for a target word: output (the step that predicts it) or input (the step that reads it, predicting the next; the same as --align-method shift)."),
     align_method: str = typer.Option("predict", "--align-method", help="How --align links words: predict (heads of one layer averaged, the row that predicts the word), shift (the row that reads it; = --align-row input), layers (every layer and head averaged), bidir (layers, sharpened by each source word's share). See txcli/alignment.py."),
     align_select: bool = typer.Option(False, "--align-select", help="Choose the heads, layers and link rule on --gold: tuned on the first half of the sentences, AER reported on the rest."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="Gold alignments (Pharaoh): print the AER of every method and decoder layer."),

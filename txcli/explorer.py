@@ -12,7 +12,7 @@ A sentence block is {"i", "src", "tgt", "s": source token ids, "t": decoder-inpu
 
 DOM hooks for tests: #sentence #kind #layer #head (selects), #heatmap .cell[data-q][data-k][data-w]
 (masked decoder cells: data-masked="1"), #readout[data-w], #thumbs canvas[data-head], #lines
-line[data-q][data-k][data-w], #aer.
+line[data-q][data-k][data-w], #aer, #sentence-aer[data-aer]; body[data-parsed] lists the sentences parsed.
 """
 
 from __future__ import annotations
@@ -300,6 +300,13 @@ function aerText(){
                        +meta.select.heldout+': '+(meta.select.heldout_aer === null ? 'n/a' : meta.select.heldout_aer.toFixed(3));
   return 'written: '+esc(meta.align_method || '')+sel+'<table class="aer"><caption>AER against gold, every method</caption>'+rows.join('')+'</table>';
 }
+function sentenceAer(s){  // Och & Ney, as the corpus figure: 1 - (|A&S| + |A&P|) / (|A| + |S|), S counted in P
+  if(!meta.gold || !meta.align || !meta.gold[cur] || !meta.align[s.i]) return null;
+  const key = ([i,j]) => i+'-'+j, A = meta.align[s.i].map(key), S = new Set(meta.gold[cur][0].map(key));
+  const P = new Set([...S, ...meta.gold[cur][1].map(key)]);
+  const n = A.length + S.size;
+  return n ? 1 - (A.filter(x => S.has(x)).length + A.filter(x => P.has(x)).length)/n : 0;
+}
 function draw(){
   const st = state(), s = sentence(cur);
   drawHeatmap(s, st); drawThumbs(s, st); drawLines(s, st);
@@ -315,7 +322,9 @@ function pick(){
   fill($('kind'), kinds, kinds.map(k => KIND_NAMES[k]), $('kind').value || (kinds.includes('cross') ? 'cross' : kinds[0]));
   const heads = s.heads.map((h,i) => i).concat(['mean']);
   fill($('head'), heads, s.heads.map(h => 'head '+h).concat(['mean of heads']), $('head').value || 'mean');
-  $('texts').innerHTML = '<b>source</b> '+esc(s.src)+'<br><b>target</b> '+esc(s.tgt);
+  const aer = sentenceAer(s);
+  $('texts').innerHTML = '<b>source</b> '+esc(s.src)+'<br><b>target</b> '+esc(s.tgt)
+    + (aer === null ? '' : '<br><b>this sentence</b> AER <span id="sentence-aer" data-aer="'+aer.toFixed(4)+'">'+aer.toFixed(3)+'</span>');
   pickKind();
 }
 fill($('sentence'), meta.sentences.map((_, n) => n), meta.sentences.map(s => s.i+': '+s.src), 0);

@@ -140,6 +140,8 @@ def check_request(req: DumpRequest, run: Run) -> None:
                          "and no --align-method or --align-row")
     if req.align_select and req.selection.layers is not None:
         raise UsageError("--align-select tries every decoder layer: drop --layer")
+    if req.html is not None and str(req.html) == "-":
+        raise UsageError("--html writes a page file: give its name (stdout carries the dump or the alignments)")
     if req.html is not None and Path(req.html).is_dir():
         raise UsageError(f"--html {req.html}: is a folder; give the page's file name")
     if req.html is not None and req.output is not None and str(req.html) == str(req.output):
