@@ -41,13 +41,14 @@ def page_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser_page(page_file: Path):
+def browser_page(request):
     if CHROMIUM is None:
         pytest.skip("chromium not installed: apt-get install chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("playwright not installed: pip install -e '.[test]'")
+    page_file = request.getfixturevalue("page_file")  # built only once a browser is known to be there
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -63,7 +64,7 @@ def browser_page(page_file: Path):
 
 
 @pytest.fixture(scope="module")
-def data(page_file: Path):
+def data(browser_page, page_file: Path):
     return page_data(page_file.read_text(encoding="utf-8"))
 
 

@@ -126,7 +126,7 @@ body{font:14px system-ui,sans-serif;margin:12px;color:#222;background:#fafafa}
 h1{font-size:18px;margin:4px 0}h2{font-size:15px;margin:10px 0 4px}
 #controls label{margin-right:12px}#texts{color:#444;margin:6px 0}
 main{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}main>section{max-width:640px}
-#heatmap{display:inline-grid;gap:1px;font-size:11px;user-select:none}
+#heatmap{display:inline-grid;justify-content:start;gap:1px;font-size:11px;user-select:none}
 #heatmap .cell{width:var(--c);height:var(--c);position:relative}
 #heatmap .cell.masked{background:repeating-linear-gradient(45deg,#fff,#fff 2px,#e4e4e4 2px,#e4e4e4 4px)!important}
 #heatmap .cell.hl{outline:1px solid rgba(255,80,80,.7)}
@@ -135,7 +135,7 @@ main{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}main>section{ma
 #heatmap .cell.gold-p::after{background:transparent}
 #heatmap .row,#heatmap .col{white-space:nowrap;color:#333;font-family:monospace}
 #heatmap .row{text-align:right;padding-right:4px;line-height:var(--c)}
-#heatmap .col{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left;padding-top:4px}
+#heatmap .col{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left;padding-top:4px;width:var(--c);overflow:hidden}
 #heatmap .hl-label{background:#ffd54f}
 #readout{font-family:monospace;min-height:1.2em}
 #thumbs{display:flex;flex-wrap:wrap;gap:8px}
