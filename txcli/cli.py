@@ -192,7 +192,7 @@ def _attention_summary(report, output, html=None) -> None:
     err.print(f"{what} of {report.sentences} sentence{'s' * (report.sentences != 1)}{translated}{where}")
     if report.align_layer is not None:
         err.print(f"alignments from decoder layer {report.align_layer}" if report.align_method is None
-                  or report.align_method.startswith(("predict", "shift")) else f"alignments by {report.align_method}")
+                  or report.align_method.startswith(("predict", "shift")) else f"alignments by {_escape(report.align_method)}")
     for layer, aer in report.aer_by_layer.items():
         mark = "  <- written" if layer == report.align_layer and report.align_method.startswith(("predict", "shift")) else ""
         err.print(f"AER layer {layer}: {aer:.3f}{mark}")
@@ -203,7 +203,7 @@ def _attention_summary(report, output, html=None) -> None:
     if report.select:
         sel = report.select
         held = "n/a (one sentence)" if sel["heldout_aer"] is None else f"{sel['heldout_aer']:.3f}"
-        err.print(f"selected on the first {sel['tune']} sentences (AER {sel['tune_aer']:.3f}): {_escape(report.align_method)}")
+        err.print(f"selected on the first {sel['tune']} sentences (AER {sel['tune_aer']:.3f})")
         err.print(f"AER on the other {sel['heldout']} sentences: {held}")
     if report.html_bytes is not None:
         err.print(f"wrote the explorer page {_escape(str(html))} ({report.html_bytes / 1e6:.2f} MB)")
