@@ -1,17 +1,19 @@
-"""Alignment error rate of cross-attention alignments against gold, for every decoder layer.
+"""Alignment error rate of cross-attention alignments against gold, per method and decoder layer.
 
     .venv/bin/python bench/attention_aer.py [RUN_DIR] [--src F --ref F --gold F] [--limit N]
 
 Defaults: runs/demo and the demo test split (data/demo/test.{src,tgt,align}). Forced decoding on
 the reference targets (the gold links are between the source and the reference words).
 
-For every decoder layer it reports AER with heads averaged (what `tx attention-dump --align`
-writes) and the best single head, for both ways of choosing the decoder row that speaks for
-target token t:
-  output  the row whose output predicts token t (its input is token t-1); the default
-  input   the row whose decoder input is token t (the step that predicts t+1; "shift-att")
-then runs the command's own code path (dump_attention with --align --gold, default layer and row)
-and checks it reports the same number. Prints a table and a JSON line.
+The methods are those of txcli/alignment.py (`tx attention-dump --align --align-method`):
+  predict  heads averaged, the row whose output predicts target token t (its input is t-1)
+  shift    heads averaged, the row whose decoder input is token t ("shift-att", one step later)
+  bidir    heads averaged, links sharpened by each source word's share of its attention
+For each layer: heads averaged, and the best single head (chosen on all the gold: an optimistic
+figure). Then layers combined (`layers`, `bidir` over every layer), and `--align-select`'s
+protocol: tuned on the first half of the sentences, AER on the other half (the honest figure).
+Finally the command's own code path (dump_attention --align --gold) must report the same numbers.
+Prints a table and a JSON line.
 """
 
 from __future__ import annotations
@@ -22,16 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from txcli.attention import Selection, align_words, alignment_error_rate, parse_pharaoh, subword_word_ids  # noqa: E402
-from txcli.commands.attention import DumpRequest, attention_stream, default_align_layer, dump_attention, search_config  # noqa: E402
+from txcli.alignment import Method, SentenceScores, corpus_aer, select_method, split, standard_method  # noqa: E402
+from txcli.attention import Selection, parse_pharaoh, subword_word_ids  # noqa: E402
+from txcli.commands.attention import DumpRequest, attention_stream, default_align_layer, dump_attention  # noqa: E402
+from txcli.commands.run import run_decoding  # noqa: E402
+from txcli.decoding import DecodeOptions  # noqa: E402
 from txcli.commands.run import open_run  # noqa: E402
-
-ROWS = ("output", "input")
 
 
 def main() -> None:
@@ -47,47 +48,64 @@ def main() -> None:
     read = lambda p: Path(p).read_text(encoding="utf-8").splitlines()[: args.limit]  # noqa: E731
     src, ref, gold = read(args.src), read(args.ref), [parse_pharaoh(line) for line in read(args.gold)]
     sure, possible = [g[0] for g in gold], [g[1] for g in gold]
-    heads = list(range(run.model.cfg.heads))
+    n_heads = run.model.cfg.heads
+    layers = list(range(run.model.cfg.decoder_layers))
     wordpiece = run.recipe.tokenizer.kind == "wordpiece"
 
     start = time.perf_counter()
-    predicted: dict[tuple, list[set]] = {}  # (layer, row, head or "mean") -> links per sentence
-    records = attention_stream(run, zip(src, ref), Selection(kinds=("cross",)), search_config(DumpRequest(run.run_dir), run))
+    sentences = []
+    records = attention_stream(run, zip(src, ref), Selection(kinds=("cross",)), run_decoding(run, DecodeOptions()))
     for rec in records:
-        src_words = subword_word_ids(rec.src_tokens, wordpiece)
-        tgt_words = subword_word_ids(rec.tgt_tokens, wordpiece)
-        for layer, w in rec.weights["cross"].items():
-            for row in ROWS:
-                for head, matrix in [("mean", w.mean(0))] + [(h, w[h]) for h in heads]:
-                    links = align_words(matrix, src_words, tgt_words, row)
-                    predicted.setdefault((layer, row, head), []).append(set(links))
+        sentences.append(SentenceScores(rec.weights["cross"], subword_word_ids(rec.src_tokens, wordpiece),
+                                        subword_word_ids(rec.tgt_tokens, wordpiece)))
     seconds = time.perf_counter() - start
-    aer = {key: alignment_error_rate(links, sure, possible) for key, links in predicted.items()}
+    every = range(len(sentences))
+    aer = lambda m, idx=every: corpus_aer(sentences, m, sure, possible, idx)  # noqa: E731
 
-    layers = sorted({k[0] for k in aer})
-    print(f"AER on {len(src)} sentences ({args.src}), forced decoding, {seconds:.1f} s")
-    print(f"{'layer':>5} | {'output: mean':>12} {'best head':>12} | {'input: mean':>12} {'best head':>12}")
+    table: dict = {}
+    print(f"AER on {len(src)} sentences ({args.src}), forced decoding, attention in {seconds:.1f} s")
+    print(f"{'layer':>5} | {'predict':>7} {'best head':>12} | {'shift':>7} {'best head':>12} | {'bidir':>7}")
     for layer in layers:
+        row = {}
         cells = []
-        for row in ROWS:
-            best_head = min(heads, key=lambda h: aer[(layer, row, h)])
-            cells.append(f"{aer[(layer, row, 'mean')]:>12.3f} {aer[(layer, row, best_head)]:>7.3f} (h{best_head})")
-        print(f"{layer:>5} | {cells[0]} | {cells[1]}")
-    best = min(((layer, row) for layer in layers for row in ROWS), key=lambda k: aer[(k[0], k[1], "mean")])
-    print(f"best (heads averaged): layer {best[0]}, row '{best[1]}': AER {aer[(best[0], best[1], 'mean')]:.3f}")
+        for name, r in (("predict", "output"), ("shift", "input")):
+            mean = aer(standard_method(name, layer, layers))
+            heads = {h: aer(Method(name, r, ((layer, h),))) for h in range(n_heads)}
+            best = min(heads, key=heads.get)
+            row[name], row[f"{name}_heads"] = mean, heads
+            cells.append(f"{mean:>7.3f} {heads[best]:>7.3f} (h{best})")
+        row["bidir"] = aer(Method("bidir", "output", ((layer, None),), "bidir"))
+        table[layer] = row
+        print(f"{layer:>5} | {cells[0]} | {cells[1]} | {row['bidir']:>7.3f}")
+    combined = {name: aer(standard_method(name, 0, layers)) for name in ("layers", "bidir")}
+    print(f"  all | layers (every head and layer averaged) {combined['layers']:.3f} | bidir {combined['bidir']:.3f}")
 
-    # the command's own path, default layer and row, must report the same number
-    req = DumpRequest(run.run_dir, input=Path(args.src), ref=Path(args.ref), gold=Path(args.gold), align=True,
-                      output=Path("/dev/null"), device="cpu")
+    t0 = time.perf_counter()
+    tune, rest = split(len(sentences))
+    chosen, tune_aer = select_method(sentences, sure, possible, layers, n_heads, tune)
+    held = aer(chosen, rest)
+    single, _ = min(((m, aer(m, tune)) for m in (Method("select", "output", ((layer, h),)) for layer in layers
+                                                 for h in range(n_heads))), key=lambda x: x[1])
+    print(f"select (tuned on the first {len(tune)}, {time.perf_counter() - t0:.1f} s): {chosen.describe()}")
+    print(f"       AER tune {tune_aer:.3f}, held-out {len(rest)}: {held:.3f}   "
+          f"(best single head on the tune half: {single.describe()} -> held-out {aer(single, rest):.3f})")
+
+    # the command's own path must report the same numbers
     if args.limit is None:
+        req = DumpRequest(run.run_dir, input=Path(args.src), ref=Path(args.ref), gold=Path(args.gold), align=True,
+                          output=Path("/dev/null"), device="cpu")
         report = dump_attention(req, sys.stdout.buffer)
-        default = (default_align_layer(run), req.align_row)
-        cli_aer = report.aer_by_layer[default[0]]
-        assert abs(cli_aer - aer[(default[0], default[1], "mean")]) < 1e-12, (cli_aer, aer)
-        print(f"tx attention-dump --align (default layer {default[0]}, row '{default[1]}'): AER {cli_aer:.3f}")
+        default = default_align_layer(run)
+        assert abs(report.aer_by_layer[default] - table[default]["predict"]) < 1e-12, report.aer_by_layer
+        assert abs(report.aer_by_method["bidir"]["all"] - combined["bidir"]) < 1e-12, report.aer_by_method
+        print(f"tx attention-dump --align (default layer {default}, predict): AER {report.aer_by_layer[default]:.3f}; "
+              f"--align-method bidir: {report.aer_by_method['bidir']['all']:.3f}")
     result = {"sentences": len(src), "seconds": round(seconds, 2),
-              "aer_mean_heads": {row: {layer: round(aer[(layer, row, "mean")], 4) for layer in layers} for row in ROWS},
-              "best": {"layer": best[0], "row": best[1], "aer": round(aer[(best[0], best[1], "mean")], 4)}}
+              "per_layer": {layer: {k: round(v, 4) for k, v in row.items() if not k.endswith("_heads")}
+                            for layer, row in table.items()},
+              "all_layers": {k: round(v, 4) for k, v in combined.items()},
+              "select": {"method": chosen.describe(), "tune": len(tune), "tune_aer": round(tune_aer, 4),
+                         "heldout": len(rest), "heldout_aer": round(held, 4)}}
     print(json.dumps(result))
 
 

@@ -25,7 +25,9 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from txcli.commands.translate import DecodeOptions, encode_sources, open_for_decoding, resolve_decoding, translate_rows  # noqa: E402
+from txcli.commands.run import open_for_decoding  # noqa: E402
+from txcli.commands.run import run_decoding as resolve_decoding  # noqa: E402
+from txcli.decoding import DecodeOptions, encode_sources, translate_rows  # noqa: E402
 
 # the kernels that do the arithmetic; everything else is overhead for this benchmark's purpose
 KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",
@@ -69,16 +71,16 @@ def main(argv=None) -> None:
     texts = args.src.read_text(encoding="utf-8").splitlines()[: args.lines]
     rows, _ = encode_sources(run.src_tok, texts, run.recipe.data.max_len)
     rows = [r for r in rows if r is not None]
-    translate_rows(run, rows, decoding)  # warm-up: the first pass pays for page faults in fresh buffers
+    translate_rows(run.model, rows, decoding)  # warm-up: the first pass pays for page faults in fresh buffers
 
     plains, walls, kernels = [], [], []
     for _ in range(args.rounds):
         start = time.perf_counter()
-        translate_rows(run, rows, decoding)
+        translate_rows(run.model, rows, decoding)
         plains.append(time.perf_counter() - start)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             start = time.perf_counter()
-            translate_rows(run, rows, decoding)
+            translate_rows(run.model, rows, decoding)
             walls.append(time.perf_counter() - start)
         kernels.append(kernel_seconds(prof.events()))
     shares = [1 - k / w for k, w in zip(kernels, plains)]

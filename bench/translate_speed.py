@@ -23,8 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from txcli.commands.translate import (DecodeOptions, encode_sources, open_for_decoding, pad_rows,  # noqa: E402
-                                      resolve_decoding, translate_rows)
+from txcli.commands.run import open_for_decoding  # noqa: E402
+from txcli.commands.run import run_decoding as resolve_decoding  # noqa: E402
+from txcli.decoding import DecodeOptions, encode_sources, pad_rows, translate_rows  # noqa: E402
 from txcli.precision import bf16_is_fast  # noqa: E402
 from txcli.search import beam_search  # noqa: E402
 from txcli.tokenizer import BOS_ID, EOS_ID  # noqa: E402
@@ -46,7 +47,7 @@ def naive(run, rows, decoding):
 
 
 def speed(run, rows, decoding) -> dict:
-    hyps, seconds = timed(lambda: translate_rows(run, rows, decoding))
+    hyps, seconds = timed(lambda: translate_rows(run.model, rows, decoding))
     tokens = sum(len(h[0].tokens) for h in hyps if h)
     return {"sentences": len(rows), "seconds": round(seconds, 2), "sent_per_s": round(len(rows) / seconds, 1),
             "tok_per_s": round(tokens / seconds, 1), "hyps": hyps}
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
     def decoding(beam, precision="fp32"):
         return resolve_decoding(run, DecodeOptions(beam=beam, precision=precision))
 
-    translate_rows(run, rows[:50], decoding(5))  # warm-up
+    translate_rows(run.model, rows[:50], decoding(5))  # warm-up
     subset = rows[: args.naive_lines]
     fast_before = speed(run, subset, decoding(5))
     slow_hyps, slow_seconds = timed(lambda: naive(run, subset, decoding(5)))

@@ -14,5 +14,10 @@ tx evaluate runs/demo --src data/demo/test.src --ref data/demo/test.tgt
 echo "--- every attention weight of three sentences, with pictures"
 head -n 3 data/demo/test.src > runs/demo/three.src
 tx attention-dump runs/demo --input runs/demo/three.src --format npz --output runs/demo/attention.npz --plot runs/demo/attention
-echo "--- what the run holds"
-tx inspect runs/demo
+echo "--- the explorer page of 20 test sentences: word alignments against gold, open it in a browser"
+head -n 20 data/demo/test.src > runs/demo/twenty.src && head -n 20 data/demo/test.tgt > runs/demo/twenty.tgt
+head -n 20 data/demo/test.align > runs/demo/twenty.align
+tx attention-dump runs/demo --input runs/demo/twenty.src --ref runs/demo/twenty.tgt --align --align-method bidir \
+    --gold runs/demo/twenty.align --output runs/demo/twenty.pharaoh --html runs/demo/explorer.html
+echo "--- what the run holds, with its training curves"
+tx inspect runs/demo --plot runs/demo/plots

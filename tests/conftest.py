@@ -73,6 +73,11 @@ def run_tx(*args: str, cwd: Path | None = None, input: str | bytes | None = None
 def tiny_run(tiny_recipe: Path) -> Path:
     """A complete run directory holding an untrained tiny model: recipe.yaml, tokenizer, weights.
     Enough for commands that load a run (translate, score, attention-dump, inspect)."""
+    return make_tiny_run(tiny_recipe)
+
+
+def make_tiny_run(tiny_recipe: Path) -> Path:
+    """The tiny_run fixture's work, for fixtures of a wider scope (one run for a whole module)."""
     import torch
 
     from txcli.checkpoint import MODEL_FILE, RECIPE_FILE, save_model, write_text_atomic

@@ -351,8 +351,11 @@ def attention_dump(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write PNG heatmaps here: one per sentence, kind and layer, every head in a grid."),
     show: bool = typer.Option(False, "--show", help="Draw one kind, layer and head per sentence in the terminal (default: cross, last layer, head 0)."),
     align: bool = typer.Option(False, "--align", help="Write word alignments (Pharaoh i-j) from cross-attention instead of weights."),
-    align_row: str = typer.Option("output", "--align-row", help="Which decoder step speaks for a target word: output (the step that predicts it) or input (the step that reads it, predicting the next)."),
-    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold alignments (Pharaoh): print the AER of every decoder layer."),
+    align_row: str = typer.Option("output", "--align-row", help="Which decoder step speaks for a target word: output (the step that predicts it) or input (the step that reads it, predicting the next; the same as --align-method shift)."),
+    align_method: str = typer.Option("predict", "--align-method", help="How --align links words: predict (heads of one layer averaged, the row that predicts the word), shift (the row that reads it; = --align-row input), layers (every layer and head averaged), bidir (layers, sharpened by each source word's share). See txcli/alignment.py."),
+    align_select: bool = typer.Option(False, "--align-select", help="Choose the heads, layers and link rule on --gold: tuned on the first half of the sentences, AER reported on the rest."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold alignments (Pharaoh): print the AER of every method and decoder layer."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML page to explore the attention (offline; sentence picker, heatmaps, lines, alignments)."),
     beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size when translating (default: the recipe's decode.beam)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", min=0.0, help="Length penalty when translating (default: decode.alpha)."),
     precision: str = typer.Option("fp32", "--precision", help="Compute precision: fp32, bf16 or auto (as for translate). The digits kept in jsonl are --digits."),
@@ -371,7 +374,8 @@ def attention_dump(
         fail(f"--precision {precision}: the compute precision is fp32, bf16 or auto; digits are --digits {precision}", 2)
     req = DumpRequest(run_dir, src_texts=src or [], tgt_texts=tgt or [], input=input, ref=ref, output=output,
                       fmt=fmt, digits=digits, selection=selection_from_options(kind or [], layer or [], head or [], show),
-                      plot_dir=plot, align=align, align_row=align_row, gold=gold,
+                      plot_dir=plot, align=align, align_row=align_row, align_method=align_method,
+                      align_select=align_select, html=html, gold=gold,
                       decode=DecodeOptions(beam=beam, alpha=alpha, precision=precision),
                       batch_size=batch_size, device=device, show=show, stdin=sys.stdin.buffer,
                       input_errors=input_errors)
@@ -381,21 +385,21 @@ def attention_dump(
     with err.status("attention: loading the model") as status:
         report = dump_attention(req, sys.stdout.buffer, on_record,
                                 lambda n: status.update(f"attention: {n} sentence{'s' * (n != 1)}"))
-    attention_summary(err, report, req.output)
+    attention_summary(err, report, req.output, html)
 
 
 @app.command("inspect")
 @user_errors
 def inspect_run(
     run_dir: Path = typer.Argument(..., help="Run directory."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG heatmap of the positional-encoding matrix here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="FILE.png: a heatmap of the positional-encoding matrix. A folder (or a path without .png): pe.png and the training curves from metrics.jsonl."),
     positions: Optional[int] = typer.Option(None, "--positions", min=1, help="Rows of the --plot (default: data.max_len + 2)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """What a run directory holds: recipe, vocabularies, parameters per module, training history, checkpoints."""
     import json
 
-    from .commands.inspect import inspect_run as summarise, write_positional_encoding
+    from .commands.inspect import inspect_run as summarise, write_plots
     from .views import run_summary
 
     summary = summarise(run_dir)
@@ -404,8 +408,8 @@ def inspect_run(
     else:
         run_summary(out, summary)
     if plot is not None:
-        write_positional_encoding(run_dir, plot, positions)
-        err.print(f"wrote {plot}")
+        written = write_plots(run_dir, plot, positions)
+        err.print(f"wrote {', '.join(p.name for p in written)} to {plot}" if len(written) > 1 else f"wrote {plot}")
 
 
 def main() -> None:

@@ -20,17 +20,30 @@ def truncation_warning(console: Console, count: int, max_len: int, what: str = "
         warn(console, f"{count} {what} longer than the model's maximum of {max_len} subword tokens were truncated")
 
 
-def attention_summary(err: Console, report, output) -> None:
+def attention_summary(err: Console, report, output, html=None) -> None:
     """What attention-dump wrote, on stderr."""
     what = "alignments" if report.align_layer is not None else "attention"
     where = "" if output is None else " to stdout" if str(output) == "-" else f" to {output}"
     translated = ", translated first" if report.translated else ", forced decoding"
     err.print(f"{what} of {report.sentences} sentence{'s' * (report.sentences != 1)}{translated}{where}")
+    by_layer = report.align_method is None or report.align_method.startswith(("predict", "shift"))
     if report.align_layer is not None:
-        err.print(f"alignments from decoder layer {report.align_layer}")
+        err.print(f"alignments from decoder layer {report.align_layer}" if by_layer
+                  else f"alignments by {escape(report.align_method)}")
     for layer, aer in report.aer_by_layer.items():
-        mark = "  <- written" if layer == report.align_layer else ""
+        mark = "  <- written" if layer == report.align_layer and by_layer else ""
         err.print(f"AER layer {layer}: {aer:.3f}{mark}")
+    if report.aer_by_method:
+        err.print("AER by method: " + "; ".join(
+            f"{name} " + ", ".join(f"{'all layers' if k == 'all' else f'layer {k}'} {v:.3f}" for k, v in by.items())
+            for name, by in report.aer_by_method.items()))
+    if report.select:
+        sel = report.select
+        held = "n/a (one sentence)" if sel["heldout_aer"] is None else f"{sel['heldout_aer']:.3f}"
+        err.print(f"selected on the first {sel['tune']} sentences (AER {sel['tune_aer']:.3f})")
+        err.print(f"AER on the other {sel['heldout']} sentences: {held}")
+    if report.html_bytes is not None:
+        err.print(f"wrote the explorer page {escape(str(html))} ({report.html_bytes / 1e6:.2f} MB)")
     if report.aer_by_layer and report.translated:
         err.print("[yellow]note[/]: the targets are the model's translations; gold alignments usually refer to "
                   "reference targets (give them with --ref)")

@@ -7,17 +7,16 @@ into batches, so memory stays flat however many sentences there are.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
-import numpy as np
-
+from ..alignment import METHODS, Method, SentenceScores, corpus_aer, select_method, split, standard_method
 from ..attention import (AXIS_LABELS, KIND_NAMES, KINDS, JsonlWriter, NpzWriter, Selection, SentenceAttention,
-                         align_words, alignment_error_rate, collect_attention, format_pharaoh, parse_pharaoh,
-                         plot_heads, subword_word_ids)
-from ..checkpoint import write_bytes_atomic
+                         collect_attention, format_pharaoh, parse_pharaoh, plot_heads, subword_word_ids)
+from ..checkpoint import open_atomic, write_bytes_atomic
 from ..decoding import DecodeOptions, Decoding, check_choice, translate_rows
 from ..errors import TxError, UsageError
 from ..search import SearchConfig
@@ -45,6 +44,9 @@ class DumpRequest:
     # the step that predicts a word speaks for it: the step that reads it is already gathering the
     # source of the next word (demo AER 0.043 against 0.85; bench/attention_aer.py)
     align_row: str = "output"
+    align_method: str = "predict"                        # one of txcli.alignment.METHODS
+    align_select: bool = False                           # choose the method on --gold (first half)
+    html: Optional[Path] = None                          # the explorer page (txcli/explorer.py)
     gold: Optional[Path] = None
     decode: DecodeOptions = field(default_factory=DecodeOptions)  # when translating
     batch_size: int = 64
@@ -65,6 +67,11 @@ class DumpReport:
     plots: list[Path] = field(default_factory=list)
     align_layer: Optional[int] = None
     aer_by_layer: dict[int, float] = field(default_factory=dict)  # with --gold: every decoder layer
+    align_method: Optional[str] = None                   # the method written, in words
+    align_row: str = "output"                            # the decoder row that method reads
+    aer_by_method: dict[str, dict] = field(default_factory=dict)  # with --gold: method -> {layer or "all": AER}
+    select: Optional[dict] = None                        # with --align-select: tune/held-out sizes and AERs
+    html_bytes: Optional[int] = None
     warning: Optional[str] = None  # about the decoding settings (bf16 where it is slow)
     input_warning: Optional[str] = None  # lines whose invalid UTF-8 was replaced
 
@@ -106,7 +113,7 @@ def selection_from_options(kinds: list[str], layers: list[int], heads: list[int]
 def with_default_output(req: DumpRequest, stdout_is_terminal: bool) -> DumpRequest:
     """Where the dump goes when --output is not given: stdout, unless only pictures were asked
     for (--plot, --show); alignments always go somewhere. npz is refused on a terminal."""
-    if req.output is None and (req.align or not (req.plot_dir or req.show)):
+    if req.output is None and (req.align or not (req.plot_dir or req.show or req.html)):
         req.output = Path("-")
     if req.stdout_has_data and req.fmt == "npz" and not req.align and stdout_is_terminal:
         raise UsageError("npz is binary: give --output FILE (or pipe stdout)")
@@ -137,6 +144,25 @@ def check_options(req: DumpRequest) -> None:
         raise UsageError("--align reads cross-attention: drop --kind or use --kind cross")
     if req.align and req.selection.layers is not None and len(req.selection.layers) != 1:
         raise UsageError("--align uses one decoder layer: give --layer once")
+    if req.align_method not in METHODS:
+        raise UsageError(f"--align-method {req.align_method!r}: expected one of {', '.join(METHODS)}")
+    if req.align_method != "predict" and not req.align:
+        raise UsageError("--align-method chooses how --align links words: add --align")
+    if req.align_row == "input" and req.align_method not in ("predict", "shift"):
+        raise UsageError(f"--align-row input is --align-method shift: it does not go with {req.align_method}")
+    if req.align_method in ("layers", "bidir") and req.selection.layers is not None:
+        raise UsageError(f"--align-method {req.align_method} uses every decoder layer: drop --layer")
+    if req.align_select and (req.gold is None or req.align_method != "predict" or req.align_row != "output"):
+        raise UsageError("--align-select chooses the method on gold alignments: give --gold, "
+                         "and no --align-method or --align-row")
+    if req.align_select and req.selection.layers is not None:
+        raise UsageError("--align-select tries every decoder layer: drop --layer")
+    if req.html is not None and str(req.html) == "-":
+        raise UsageError("--html writes a page file: give its name (stdout carries the dump or the alignments)")
+    if req.html is not None and Path(req.html).is_dir():
+        raise UsageError(f"--html {req.html}: is a folder; give the page's file name")
+    if req.html is not None and req.output is not None and str(req.html) == str(req.output):
+        raise UsageError(f"--html {req.html} is also the --output file")
     if not 0 <= req.digits <= 8:
         raise UsageError(f"--digits {req.digits}: expected 0..8")
 
@@ -234,32 +260,37 @@ def default_align_layer(run: Run) -> int:
     return layers - 2 if layers >= 3 else layers - 1
 
 
-def _heads_mean(w: np.ndarray) -> np.ndarray:
-    return w.mean(axis=0)
-
-
 class Aligner:
-    """Pharaoh lines from records; with gold alignments, AER for every decoder layer."""
+    """Pharaoh lines from records (txcli/alignment.py). With gold alignments, the AER of every
+    method and layer; with --align-select the method is chosen at the end, so lines wait for it."""
 
-    def __init__(self, run: Run, layer: int, row: str, gold: Optional[Path]):
-        self.layer, self.row = layer, row
+    def __init__(self, run: Run, req: DumpRequest, layer: int, heads: list[int]):
+        self.layer, self.heads = layer, heads
+        self.layers = list(range(run.model.cfg.decoder_layers))
         self.wordpiece = run.recipe.tokenizer.kind == "wordpiece"
-        self.gold_path = gold
-        self.gold = numbered_lines(gold) if gold is not None else None
-        self.predicted: dict[int, list[set]] = {}
+        self.gold_path, self.select = req.gold, req.align_select
+        name = "shift" if req.align_row == "input" and req.align_method == "predict" else req.align_method
+        self.method: Optional[Method] = None if self.select else standard_method(name, layer, self.layers)
+        self.gold = numbered_lines(req.gold) if req.gold is not None else None
+        self.scores: list[SentenceScores] = []  # kept only with gold (AER tables, selection)
+        self.links: dict[int, list[tuple[int, int]]] = {}  # index -> links, for the explorer page
         self.sure: list[set] = []
         self.possible: list[set] = []
 
-    def line(self, rec: SentenceAttention) -> str:
+    def line(self, rec: SentenceAttention) -> Optional[str]:
+        """The sentence's Pharaoh line, or None while --align-select has not chosen yet."""
         src_words = subword_word_ids(rec.src_tokens, self.wordpiece)
         tgt_words = subword_word_ids(rec.tgt_tokens, self.wordpiece)
+        rows = ("output", "input") if self.gold is not None else (self.method.row,)
+        scores = SentenceScores(rec.weights["cross"], src_words, tgt_words, rows)
         if self.gold is not None:
             self._add_gold(rec.index)
-            for layer, w in rec.weights["cross"].items():
-                links = align_words(_heads_mean(w), src_words, tgt_words, self.row)
-                self.predicted.setdefault(layer, []).append(set(links))
-        return format_pharaoh(align_words(_heads_mean(rec.weights["cross"][self.layer]), src_words,
-                                          tgt_words, self.row))
+            self.scores.append(scores)
+        if self.method is None:
+            return None
+        found = scores.links(self.method)
+        self.links[rec.index] = found
+        return format_pharaoh(found)
 
     def _add_gold(self, index: int) -> None:
         item = next(self.gold, None)
@@ -273,11 +304,44 @@ class Aligner:
         self.sure.append(sure)
         self.possible.append(possible)
 
-    def aer_by_layer(self) -> dict[int, float]:
-        if self.gold is not None and next(self.gold, None) is not None:
+    def finish(self, report: DumpReport, indices: list[int]) -> list[str]:
+        """Score every method on the gold; with --align-select choose one and return the lines
+        held back (for the sentences `indices`, in order)."""
+        if self.gold is None:
+            report.align_method, report.align_row = self.method.describe(), self.method.row
+            return []
+        if next(self.gold, None) is not None:
             raise UsageError(f"{self.gold_path}: has more lines than the input")
-        return {layer: alignment_error_rate(pred, self.sure, self.possible)
-                for layer, pred in sorted(self.predicted.items())}
+        every = range(len(self.scores))
+        aer = lambda m, idx=every: corpus_aer(self.scores, m, self.sure, self.possible, idx)  # noqa: E731
+        for name in ("predict", "shift"):
+            report.aer_by_method[name] = {layer: aer(standard_method(name, layer, self.layers)) for layer in self.layers}
+        for name in ("layers", "bidir"):
+            report.aer_by_method[name] = {"all": aer(standard_method(name, self.layer, self.layers))}
+        held: list[str] = []
+        if self.select:
+            tune, rest = split(len(self.scores))
+            self.method, tune_aer = select_method(self.scores, self.sure, self.possible, self.layers,
+                                                  len(self.heads), tune)
+            report.select = {"tune": len(tune), "heldout": len(rest), "tune_aer": tune_aer,
+                             "heldout_aer": aer(self.method, rest) if len(rest) else None, "all_aer": aer(self.method)}
+            for index, scores in zip(indices, self.scores):
+                self.links[index] = scores.links(self.method)
+                held.append(format_pharaoh(self.links[index]))
+        row = self.method.row if self.method.name in ("predict", "shift") else "output"
+        report.aer_by_layer = report.aer_by_method["predict" if row == "output" else "shift"]
+        report.align_method = self.method.describe() if not self.select else _describe_heads(self.method, self.heads)
+        report.align_row = self.method.row
+        return held
+
+    def gold_links(self) -> list[tuple[set, set]]:
+        return list(zip(self.sure, self.possible))
+
+
+def _describe_heads(method: Method, heads: list[int]) -> str:
+    """A selected method in the model's head numbers (--head may have kept only some)."""
+    return Method(method.name, method.row, tuple((layer, None if h is None else heads[h]) for layer, h in method.parts),
+                  method.rule).describe()
 
 
 def _plot_record(rec: SentenceAttention, plot_dir: Path) -> list[Path]:
@@ -313,17 +377,24 @@ def dump_attention(req: DumpRequest, stdout: BinaryIO,
     if req.align:
         layer = selection.layers_of("cross", run.model)[0] if selection.layers else default_align_layer(run)
         report.align_layer = layer
-        aligner = Aligner(run, layer, req.align_row, req.gold)
-        selection = Selection(kinds=("cross",), layers=None, heads=selection.heads)
+        aligner = Aligner(run, req, layer, selection.heads_of(run.model))
+        # every decoder layer for the AER table; the page (--html) also keeps the kinds asked for
+        kinds = tuple(k for k in KINDS if k in selection.kinds or k == "cross") if req.html else ("cross",)
+        selection = Selection(kinds=kinds, layers=None, heads=selection.heads)
     replaced = input_errors(req.input_errors)
     records = attention_stream(run, read_pairs(req, replaced), selection, decoding, req.batch_size)
-    with open_output(req.output, stdout) as stream:
+    indices: list[int] = []
+    with open_output(req.output, stdout) as stream, _page(req, run) as page:
         writer = None
         if not req.align and req.output is not None:
             writer = NpzWriter(stream) if req.fmt == "npz" else JsonlWriter(stream, req.digits)
         for rec in records:
+            if page is not None:
+                page.add(rec)
             if aligner is not None:
-                stream.write((aligner.line(rec) + "\n").encode("utf-8"))
+                line = aligner.line(rec)
+                if line is not None:
+                    stream.write((line + "\n").encode("utf-8"))
                 rec = _only_layer(rec, report.align_layer)
             if writer is not None:
                 writer.write(rec)
@@ -331,12 +402,33 @@ def dump_attention(req: DumpRequest, stdout: BinaryIO,
                 report.plots += _plot_record(rec, req.plot_dir)
             if on_record is not None:
                 on_record(rec)
+            indices.append(rec.index)
             report.sentences += 1
             if progress is not None:
                 progress(report.sentences)
         if writer is not None:
             writer.close()
-        if aligner is not None and req.gold is not None:  # inside: a gold file too long keeps no output
-            report.aer_by_layer = aligner.aer_by_layer()
+        if aligner is not None:  # inside: a gold file too long keeps no output
+            for line in aligner.finish(report, indices):
+                stream.write((line + "\n").encode("utf-8"))
+            if page is not None:
+                page.set_alignments(aligner.links, aligner.gold_links() if req.gold else None, report)
+    if req.html is not None:
+        report.html_bytes = req.html.stat().st_size
     report.input_warning = replaced and replaced.warning()
     return report
+
+
+@contextmanager
+def _page(req: DumpRequest, run: Run):
+    """The explorer page being written (None without --html); it appears only when whole."""
+    if req.html is None:
+        yield None
+        return
+    from ..explorer import PageWriter
+
+    with open_atomic(req.html) as f:
+        page = PageWriter(f, precision=req.digits, title=f"tx attention: {run.run_dir.name}",
+                          wordpiece=run.recipe.tokenizer.kind == "wordpiece", run_dir=run.run_dir)
+        yield page
+        page.close()

@@ -219,5 +219,12 @@ def positional_encoding_png(run_dir: Path, positions: Optional[int] = None) -> b
                        "dimension", "position")
 
 
-def write_positional_encoding(run_dir: Path, path: Path, positions: Optional[int] = None) -> None:
+def write_plots(run_dir: Path, path: Path, positions: Optional[int] = None) -> list[Path]:
+    """--plot: a .png path gets the positional-encoding heatmap; a folder (or a path without .png)
+    gets it as pe.png beside the training curves from metrics.jsonl. Returns the files written."""
+    from ..curves import plot_target_is_dir, write_run_plots
+
+    if plot_target_is_dir(path):
+        return write_run_plots(run_dir, path, positions)
     write_bytes_atomic(path, positional_encoding_png(run_dir, positions))
+    return [path]

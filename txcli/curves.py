@@ -1,0 +1,137 @@
+"""Training curves from a run's metrics.jsonl, as PNG bytes (matplotlib Agg, no pyplot state).
+
+`curve_pngs` gives one PNG per quantity: training loss and learning rate against steps;
+validation loss, BLEU and chrF against steps and, in a second panel, against minutes of training.
+`overview_png` puts them all in one small figure, for the explorer page.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+# (file name, event, key, title); validation curves get a second panel against minutes
+CURVES = (
+    ("train-loss.png", "log", "loss", "training loss"),
+    ("lr.png", "log", "lr", "learning rate"),
+    ("valid-loss.png", "valid", "loss", "validation loss"),
+    ("valid-bleu.png", "valid", "bleu", "validation BLEU"),
+    ("valid-chrf.png", "valid", "chrf", "validation chrF"),
+)
+
+
+def read_events(path: Path) -> list[dict]:
+    """The readable lines of metrics.jsonl (a line half written by a run in progress is skipped)."""
+    events = []
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                event = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue
+            if isinstance(event, dict):
+                events.append(event)
+    return events
+
+
+def _num(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def series(events: list[dict], event: str, key: str) -> tuple[list[float], list[float], list[float]]:
+    """(steps, minutes, values) of one quantity; minutes are NaN where `elapsed` is missing."""
+    steps, minutes, values = [], [], []
+    for e in events:
+        if e.get("event") == event and _num(e.get(key)) and _num(e.get("step")):
+            steps.append(float(e["step"]))
+            minutes.append(float(e["elapsed"]) / 60 if _num(e.get("elapsed")) else float("nan"))
+            values.append(float(e[key]))
+    return steps, minutes, values
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no URL in the file (the page embeds it)
+    return buf.getvalue()
+
+
+def _draw(ax, x, y, xlabel: str, title: str, log: bool = False) -> None:
+    ax.plot(x, y, marker="." if len(x) < 40 else None, linewidth=1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if log and y and min(y) > 0:
+        ax.set_yscale("log")
+
+
+def curve_pngs(path: Path, dpi: int = 100) -> dict[str, bytes]:
+    """File name -> PNG for each quantity metrics.jsonl has at least one point of."""
+    from matplotlib.figure import Figure
+
+    events = read_events(path)
+    out = {}
+    for name, event, key, title in CURVES:
+        steps, minutes, values = series(events, event, key)
+        if not values:
+            continue
+        if event == "valid":
+            fig = Figure(figsize=(9, 3.4), dpi=dpi, layout="constrained")
+            a, b = fig.subplots(1, 2)
+            _draw(a, steps, values, "step", f"{title} by step")
+            _draw(b, minutes, values, "minutes", f"{title} by time")
+        else:
+            fig = Figure(figsize=(5, 3.4), dpi=dpi, layout="constrained")
+            _draw(fig.subplots(), steps, values, "step", title, log=key == "loss")
+        out[name] = _png(fig)
+    return out
+
+
+def overview_png(path: Path, dpi: int = 60) -> Optional[bytes]:
+    """Every curve in one figure (validation ones by step), or None without metrics."""
+    from matplotlib.figure import Figure
+
+    if not Path(path).is_file():
+        return None
+    events = read_events(path)
+    drawn = [(title, series(events, event, key), key) for _, event, key, title in CURVES]
+    drawn = [d for d in drawn if d[1][2]]
+    if not drawn:
+        return None
+    fig = Figure(figsize=(3.2 * len(drawn), 2.6), dpi=dpi, layout="constrained")
+    axes = fig.subplots(1, len(drawn), squeeze=False)[0]
+    for ax, (title, (steps, _, values), key) in zip(axes, drawn):
+        _draw(ax, steps, values, "step", title, log=key == "loss")
+    return _png(fig)
+
+
+def plot_target_is_dir(path: Path) -> bool:
+    """`tx inspect --plot PATH`: a .png path is the positional-encoding picture alone (as before);
+    an existing directory or a path without the .png suffix is a folder for pe.png and the curves."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() != ".png"
+
+
+def write_run_plots(run_dir: Path, folder: Path, positions: Optional[int] = None) -> list[Path]:
+    """pe.png and every training curve of the run into `folder` (made if missing), each atomically."""
+    from .checkpoint import METRICS_FILE, write_bytes_atomic
+    from .commands.inspect import positional_encoding_png
+    from .errors import UsageError
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--plot {folder}: not a folder (give a .png path for the positional encodings alone)")
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = {"pe.png": positional_encoding_png(run_dir, positions)}
+    metrics = Path(run_dir) / METRICS_FILE
+    if metrics.is_file():
+        pictures.update(curve_pngs(metrics))
+    written = []
+    for name, data in pictures.items():
+        write_bytes_atomic(folder / name, data)
+        written.append(folder / name)
+    return written
