@@ -384,7 +384,10 @@ def test_model_file_with_old_config_keys_loads(tmp_path):
 
 
 def test_recipe_model_section_is_the_model_config_under_the_same_names():
+    from txcli import model, model_schema
     from txcli.recipe import ModelSection
+
+    assert sorted(model.ACTIVATIONS) == sorted(model_schema.ACTIVATIONS)
 
     section = ModelSection(d_model=64, heads=8, norm="post", activation="gelu", tie_embeddings=False)
     cfg = ModelConfig(**section.model_dump(), src_vocab_size=SRC_V, tgt_vocab_size=TGT_V)

@@ -100,7 +100,8 @@ class DecoderCache:
 
 
 def new_cache(model: Seq2SeqTransformer, memory: Tensor, src_pad_mask: Tensor, capacity: int,
-              rows: Optional[int] = None, allocate: Optional[Callable[[int, Tensor], Tensor]] = None) -> DecoderCache:
+              rows: Optional[int] = None,
+              allocate: Optional[Callable[[int, Tensor], Tensor]] = None) -> DecoderCache:
     """Compute every layer's cross-attention keys/values once; preallocate self-attention
     keys/values for `capacity` steps of `rows` decoder rows (default: one per sentence; a beam
     search asks for sentences x beams). allocate(n, like) may lend a flat tensor of at least

@@ -1,10 +1,9 @@
 """The Transformer encoder-decoder of "Attention Is All You Need" (Vaswani et al., 2017).
 
 One file, read top to bottom: config, positional encoding, attention and the causal mask, the
-two layer kinds, and the full model. Knows nothing of files, tokenizers or the command line;
+two layer kinds, and the full model. Knows nothing of files, tokenizers or the command line:
 callers hand it token ids and get logits back. Incremental decoding keeps each layer's keys and
-values in a cache (txcli.kv_cache) that `decode` takes as an argument.
-"""
+values in a cache (txcli.kv_cache) that `decode` takes as an argument."""
 
 from __future__ import annotations
 
@@ -17,19 +16,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .model_checks import check_heads_divide
+from . import model_schema
 
 if TYPE_CHECKING:  # the cache's types, for readers and type checkers; no import at run time
     from .kv_cache import DecoderCache, LayerCache
 
 PAD_ID = 0  # tokenizer specials: <pad>=0, <unk>=1, <s>=2, </s>=3; the model only needs pad_id
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}  # feed-forward nonlinearity, chosen once in __init__
-NORMS = ("pre", "post")
 
 
 @dataclass
 class ModelConfig:
-    """The recipe's `model` section under the same names, plus what only the model knows."""
+    """The recipe's `model` section, same names, plus what only the model knows (rules: model_schema)."""
 
     src_vocab_size: int
     tgt_vocab_size: int
@@ -47,21 +45,7 @@ class ModelConfig:
     pad_id: int = PAD_ID
 
     def __post_init__(self):
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "heads", "ff",
-                     "encoder_layers", "decoder_layers", "max_positions"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        check_heads_divide(self.d_model, self.heads)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, allowed in (("norm", NORMS), ("activation", sorted(ACTIVATIONS))):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-            raise ValueError("share_embeddings needs equal source and target vocabulary sizes, got "
-                             f"{self.src_vocab_size} and {self.tgt_vocab_size}")
-        if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size):
-            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary")
+        model_schema.check_config(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,29 +53,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         """From to_dict's output, or from the older key names model files may still hold."""
-        d = current_config_keys(d)
-        if set(d) - {f.name for f in fields(cls)}:
-            raise ValueError(f"unknown model config keys: {sorted(set(d) - {f.name for f in fields(cls)})}")
-        missing = {"src_vocab_size", "tgt_vocab_size"} - set(d)
-        if missing:
-            raise ValueError(f"missing model config keys: {sorted(missing)}")
-        return cls(**d)
-
-
-# model files written before the config took the recipe's names: old key -> (new key, value)
-OLD_CONFIG_KEYS = {"pre_norm": ("norm", lambda pre: "pre" if pre else "post"),
-                   "tie_output": ("tie_embeddings", lambda tied: tied)}
-
-
-def current_config_keys(d: dict) -> dict:
-    """A config dict with any old key names (OLD_CONFIG_KEYS) replaced by today's."""
-    d = dict(d)
-    for old, (new, convert) in OLD_CONFIG_KEYS.items():
-        if old in d:
-            if new in d:
-                raise ValueError(f"model config has both {old!r} and its newer name {new!r}")
-            d[new] = convert(d.pop(old))
-    return d
+        return cls(**model_schema.current_keys(d, known={f.name for f in fields(cls)}))
 
 
 def sinusoidal_positions(n_positions: int, d_model: int) -> Tensor:
@@ -105,15 +67,14 @@ def sinusoidal_positions(n_positions: int, d_model: int) -> Tensor:
     return pe.float()
 
 
-def xavier_linear(d_in: int, d_out: int, blocks: int = 1, bias: bool = True) -> nn.Linear:
+def xavier_linear(d_in: int, d_out: int, blocks: int = 1) -> nn.Linear:
     """nn.Linear with zero bias and Xavier-uniform weight; a fused projection (blocks > 1, e.g.
     W_Q, W_K, W_V stacked) gets each block initialised as the separate matrix it stands for."""
-    linear = nn.Linear(d_in, d_out, bias=bias)
+    linear = nn.Linear(d_in, d_out)
     with torch.no_grad():
         for block in linear.weight.chunk(blocks):
             nn.init.xavier_uniform_(block)
-        if bias:
-            linear.bias.zero_()
+        linear.bias.zero_()
     return linear
 
 
@@ -122,12 +83,9 @@ def xavier_linear(d_in: int, d_out: int, blocks: int = 1, bias: bool = True) -> 
 
 def attention_weights_path(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
                            dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Explicit softmax(QK^T/sqrt(d_k))V that also returns the attention weights.
-
-    q [B,H,Tq,dk], k/v [B,H,Tk,dk]; mask bool broadcastable to [B,H,Tq,Tk], True = may attend.
-    Returns (output [B,H,Tq,dk], weights [B,H,Tq,Tk]); dropout (training only) hits the output,
-    not the returned weights.
-    """
+    """Explicit softmax(QK^T/sqrt(d_k))V that also returns the weights. q [B,H,Tq,dk], k/v
+    [B,H,Tk,dk], mask bool broadcastable to [B,H,Tq,Tk], True = may attend -> (out [B,H,Tq,dk],
+    weights [B,H,Tq,Tk]); dropout (training only) hits the output, not the returned weights."""
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -143,27 +101,20 @@ def causal_mask(T: int, start: int = 0, device=None) -> Tensor:
 
 
 def key_padding_mask(pad_mask: Tensor) -> Tensor:
-    """[B,S] True = padding  ->  [B,1,1,S] True = may attend.
-
-    An all-padding row would mask every key (softmax of all -inf is NaN), so such rows
-    may attend to position 0; their outputs are padding anyway.
-    """
+    """[B,S] True = padding -> [B,1,1,S] True = may attend. An all-padding row (softmax of all -inf
+    is NaN) may attend to position 0: its outputs are padding anyway."""
     keep = ~pad_mask
     keep[:, 0] |= pad_mask.all(dim=1)
     return keep[:, None, None, :]
 
 
 class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention in `heads` subspaces of d_k = d_model/heads, then W_O.
-
-    Two paths with equal results: the fused SDPA kernel (fast), and `attention_weights_path`
-    when the caller wants the per-head weights.
-    """
+    """Scaled dot-product attention in `heads` subspaces of d_k = d_model/heads, then W_O. Two
+    paths, equal results: the fused SDPA kernel, and `attention_weights_path` for the weights."""
 
     def __init__(self, d_model: int, heads: int, dropout: float):
         super().__init__()
-        self.heads, self.d_k = heads, d_model // heads
-        self.dropout = dropout
+        self.heads, self.d_k, self.dropout = heads, d_model // heads, dropout
         self.out_proj = xavier_linear(d_model, d_model)
 
     def split_heads(self, x: Tensor, n: int) -> Tensor:
@@ -173,24 +124,19 @@ class MultiHeadAttention(nn.Module):
 
     def attend(self, q, k, v, mask=None, causal=False, need_weights=False):
         """q [B,H,Tq,dk], k/v [B,H,Tk,dk] -> (W_O · concat(heads) [B,Tq,D], weights or None).
-
         mask: True = may attend. causal: the queries are the last Tq of the Tk positions and
-        causal_mask applies; with no earlier steps it is the kernel's own is_causal flag.
-        """
+        causal_mask applies; with no earlier steps, as the kernel's own is_causal flag."""
         p = self.dropout if self.training else 0.0
-        if causal:
-            Tq, Tk = q.size(-2), k.size(-2)
-            if need_weights or Tk > Tq > 1:  # spell the mask out
-                mask, causal = causal_mask(Tq, Tk - Tq, q.device), False
-            elif Tk > Tq:  # one new token after the cached steps sees them all: nothing to mask
-                causal = False
+        if causal and (need_weights or k.size(-2) > q.size(-2)):  # is_causal means causal_mask(T, 0)
+            Tq, start = q.size(-2), k.size(-2) - q.size(-2)
+            # spell the mask out; one new token after cached steps sees them all: nothing to mask
+            mask, causal = (causal_mask(Tq, start, q.device) if need_weights or Tq > 1 else None), False
         if need_weights:
             out, weights = attention_weights_path(q, k, v, mask, p)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
             weights = None
-        B, H, T, d_k = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, H * d_k)), weights
+        return self.out_proj(out.transpose(1, 2).flatten(2)), weights  # [B,Tq,H*d_k]: heads concatenated
 
 
 class SelfAttention(MultiHeadAttention):
@@ -259,9 +205,8 @@ class FeedForward(nn.Module):
 
 
 class Residual(nn.Module):
-    """The residual connection around a sublayer, with LayerNorm: "pre" gives x + Dropout(F(LN(x))),
-    the usual modern arrangement, stable without warmup tricks; "post" gives the paper's
-    LN(x + Dropout(F(x))). Use: h = F(res.sublayer_input(x)); x = res.add(x, h)."""
+    """Residual connection and LayerNorm around a sublayer F: "pre", x + Dropout(F(LN(x))), is
+    stable without warmup tricks; "post", LN(x + Dropout(F(x))), is the paper's arrangement."""
 
     def __init__(self, d_model: int, dropout: float, norm: str):
         super().__init__()
@@ -308,9 +253,8 @@ class DecoderLayer(nn.Module):
         self.ff_res = Residual(cfg.d_model, cfg.dropout, cfg.norm)
 
     def forward(self, x, memory, src_mask, cache: Optional[LayerCache] = None, need_weights=False):
-        """x [B,T,D], memory [B',S,D] (unread with a cache, which holds its keys and values),
-        src_mask [B',1,1,S] -> (x, self-attention weights, cross-attention weights; None unless
-        need_weights)."""
+        """x [B,T,D], memory [B',S,D] (unread with a cache: it holds their keys and values),
+        src_mask [B',1,1,S] -> (x, self- and cross-attention weights, None unless need_weights)."""
         memory_kv = self.cross_attn.memory_kv(memory) if cache is None else cache.cross_kv
         h, self_w = self.self_attn(self.self_attn_res.sublayer_input(x), causal=True, cache=cache,
                                    need_weights=need_weights)
@@ -338,9 +282,8 @@ class Seq2SeqTransformer(nn.Module):
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         # Pre-norm leaves the residual stream un-normalised: each stack ends with one more LN.
-        pre = cfg.norm == "pre"
-        self.encoder_norm = nn.LayerNorm(d) if pre else nn.Identity()
-        self.decoder_norm = nn.LayerNorm(d) if pre else nn.Identity()
+        self.encoder_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
         self.out_proj = nn.Linear(d, cfg.tgt_vocab_size, bias=not cfg.tie_embeddings)
         # N(0, d^-1/2) so that sqrt(d)-scaled embeddings have unit variance; an untied output
         # projection starts like the embedding it would otherwise share.
@@ -378,34 +321,29 @@ class Seq2SeqTransformer(nn.Module):
 
     def decode(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,
                cache: Optional[DecoderCache] = None) -> Tensor:
-        """tgt_in [B,T] -> logits [B,T,V] (pre-softmax).
-
-        Without a cache: teacher forcing over the whole prefix, causal self-attention.
-        With a cache (txcli.kv_cache.new_cache): tgt_in holds only the new tokens, at positions
-        cache.length onwards; they attend to every cached step, and the cache advances by T.
-        (With a cache, `memory` is not read, may be None: its keys/values are in the cache.)
-        """
+        """tgt_in [B,T] -> logits [B,T,V] (pre-softmax). Without a cache: teacher forcing over
+        the whole prefix. With a cache (kv_cache.new_cache): tgt_in holds only the new tokens, at
+        positions cache.length onwards; they attend to every cached step, and the cache advances
+        by T. `memory` is then not read (may be None): its keys/values are in the cache."""
         return self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=False)[0]
 
     def decode_with_weights(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,
                             cache: Optional[DecoderCache] = None) -> tuple[Tensor, dict[str, list[Tensor]]]:
         """As decode, and the weights: (logits, {"dec": self-attention [B,H,T,T_keys] per layer,
         "cross": cross-attention [B,H,T,S] per layer})."""
-        logits, dec, cross = self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=True)
-        return logits, {"dec": dec, "cross": cross}
+        return self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=True)
 
     def _decode(self, tgt_in, memory, src_pad_mask, cache, need_weights: bool):
         src_mask = key_padding_mask(src_pad_mask)
         x = self.embed(tgt_in, self.tgt_embed, 0 if cache is None else cache.length)
         layer_caches = [None] * len(self.decoder) if cache is None else cache.layers
-        self_weights, cross_weights = [], []
+        weights = {"dec": [], "cross": []}
         for layer, layer_cache in zip(self.decoder, layer_caches):
             x, self_w, cross_w = layer(x, memory, src_mask, layer_cache, need_weights)
-            self_weights.append(self_w)
-            cross_weights.append(cross_w)
-        return self.out_proj(self.decoder_norm(x)), self_weights, cross_weights
+            weights["dec"].append(self_w)
+            weights["cross"].append(cross_w)
+        return self.out_proj(self.decoder_norm(x)), weights
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing (training): src [B,S], tgt_in [B,T] -> logits [B,T,V]."""
-        memory = self.encode(src)
-        return self.decode(tgt_in, memory, src == self.cfg.pad_id)
+        return self.decode(tgt_in, self.encode(src), src == self.cfg.pad_id)

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import UsageError
-from .model_checks import check_heads_divide
+from .model_schema import check_heads_divide
 
 
 class Section(BaseModel):
