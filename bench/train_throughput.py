@@ -70,7 +70,7 @@ class BareModel:
                 self.drop = nn.Dropout(cfg.dropout)
                 self.transformer = nn.Transformer(
                     cfg.d_model, cfg.heads, cfg.encoder_layers, cfg.decoder_layers, cfg.ff, cfg.dropout,
-                    activation=cfg.activation, batch_first=True, norm_first=cfg.pre_norm)
+                    activation=cfg.activation, batch_first=True, norm_first=cfg.norm == "pre")
                 self.out = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
                 self.out.weight = self.embed.weight
 

@@ -74,8 +74,8 @@ def test_weights_path_gives_the_fast_paths_logits(tiny_run: Path):
     src = torch.tensor([[5, 6, 7, 8, EOS_ID], [9, 10, EOS_ID, 0, 0]])
     tgt = torch.tensor([[BOS_ID, 11, 12, 13], [BOS_ID, 14, 0, 0]])
     with torch.inference_mode():
-        memory_w, _ = model.encode(src, need_weights=True)
-        logits_w, _ = model.decode(tgt, memory_w, src == 0, need_weights=True)
+        memory_w, _ = model.encode_with_weights(src)
+        logits_w, _ = model.decode_with_weights(tgt, memory_w, src == 0)
         memory = model.encode(src)
         logits = model.decode(tgt, memory, src == 0)
     torch.testing.assert_close(memory_w, memory, atol=1e-5, rtol=1e-5)

@@ -24,7 +24,7 @@ def test_python_dash_m_works():
 
 
 CORE = ("model", "search", "training", "batching", "data", "attention", "checkpoint", "tokenizer", "precision",
-        "decoding", "streams", "events", "alignment", "explorer", "curves")
+        "decoding", "streams", "events", "alignment", "explorer", "curves", "kv_cache", "model_schema")
 
 
 @pytest.mark.parametrize("module", CORE)

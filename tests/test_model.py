@@ -8,14 +8,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from txcli.kv_cache import DecoderCache, new_cache
 from txcli.model import (
-    PAD_ID,
-    DecoderCache,
     ModelConfig,
     Seq2SeqTransformer,
     attention_weights_path,
+    causal_mask,
     sinusoidal_positions,
 )
+from txcli.tokenizer import PAD_ID
 
 SRC_V, TGT_V = 23, 29
 
@@ -103,8 +104,8 @@ def test_attention_weights_are_distributions_that_ignore_padded_source():
     tgt = random_batch([5, 5, 3], TGT_V, seed=2)
     pad = src == PAD_ID
     with torch.no_grad():
-        memory, enc_weights = model.encode(src, need_weights=True)
-        _, dec = model.decode(tgt, memory, pad, need_weights=True)
+        memory, enc_weights = model.encode_with_weights(src)
+        _, dec = model.decode_with_weights(tgt, memory, pad)
     assert len(enc_weights) == 2 and len(dec["dec"]) == 2 and len(dec["cross"]) == 2
     for w in enc_weights:
         assert w.shape == (3, 4, 6, 6)
@@ -129,10 +130,16 @@ def test_all_padding_source_row_gives_no_nan():
     tgt = random_batch([3, 3], TGT_V)
     with torch.no_grad():
         fast = model(src, tgt)
-        memory, _ = model.encode(src, need_weights=True)
-        slow, _ = model.decode(tgt, memory, src == PAD_ID, need_weights=True)
+        memory, _ = model.encode_with_weights(src)
+        slow, _ = model.decode_with_weights(tgt, memory, src == PAD_ID)
     assert torch.isfinite(fast).all() and torch.isfinite(slow).all()
     assert torch.allclose(fast, slow, atol=1e-5)
+
+
+def test_causal_mask_lets_query_j_see_keys_up_to_start_plus_j():
+    assert causal_mask(3).tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+    after_two = causal_mask(2, start=2)  # two new queries after two cached steps
+    assert after_two.tolist() == [[True, True, True, False], [True, True, True, True]]
 
 
 def test_causal_mask_hides_future_target_tokens():
@@ -164,16 +171,16 @@ def test_extra_padding_leaves_real_logits_unchanged():
     assert torch.allclose(alone[0], base[1, :2], atol=1e-5)
 
 
-@pytest.mark.parametrize("pre_norm", [True, False])
-def test_fast_and_weights_paths_agree(pre_norm):
-    model = tiny_model(pre_norm=pre_norm)
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_fast_and_weights_paths_agree(norm):
+    model = tiny_model(norm=norm)
     src = random_batch([7, 4, 6], SRC_V)
     tgt = random_batch([6, 6, 3], TGT_V, seed=5)
     with torch.no_grad():
         memory_fast = model.encode(src)
-        memory_slow, _ = model.encode(src, need_weights=True)
+        memory_slow, _ = model.encode_with_weights(src)
         logits_fast = model.decode(tgt, memory_fast, src == PAD_ID)
-        logits_slow, _ = model.decode(tgt, memory_slow, src == PAD_ID, need_weights=True)
+        logits_slow, _ = model.decode_with_weights(tgt, memory_slow, src == PAD_ID)
     assert torch.allclose(memory_fast, memory_slow, atol=1e-5)
     assert torch.allclose(logits_fast, logits_slow, atol=1e-5)
 
@@ -181,16 +188,16 @@ def test_fast_and_weights_paths_agree(pre_norm):
 # --------------------------------------------------------------------------- incremental decoding
 
 
-@pytest.mark.parametrize("pre_norm", [True, False])
-def test_cached_decoding_matches_full_forward_through_reordering(pre_norm):
-    model = tiny_model(pre_norm=pre_norm)
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_cached_decoding_matches_full_forward_through_reordering(norm):
+    model = tiny_model(norm=norm)
     src = random_batch([6, 4, 5], SRC_V)
     tgt = random_batch([8, 8, 8], TGT_V, seed=6)
     pad = src == PAD_ID
     with torch.no_grad():
         memory = model.encode(src)
         full = model.decode(tgt, memory, pad)
-        cache = model.new_cache(memory, pad, capacity=8)
+        cache = new_cache(model, memory, pad, capacity=8)
         assert isinstance(cache, DecoderCache)
         rows = torch.arange(3)  # which original sentence each cache row holds
         # the first three tokens in one call (prefix), then one token at a time
@@ -209,6 +216,27 @@ def test_cached_decoding_matches_full_forward_through_reordering(pre_norm):
             assert torch.allclose(step[:, 0], full[rows, t], atol=1e-5), f"step {t}"
 
 
+def test_several_new_tokens_after_cached_steps_see_no_later_token():
+    """T > 1 new tokens after `start` cached steps: the causal mask spelled out (causal_mask with
+    diagonal=start), on the kernel and the weights path alike."""
+    model = tiny_model()
+    src = random_batch([6, 4], SRC_V)
+    tgt = random_batch([7, 7], TGT_V, seed=13)
+    pad = src == PAD_ID
+    with torch.no_grad():
+        memory = model.encode(src)
+        full, weights = model.decode_with_weights(tgt, memory, pad)
+        for with_weights in (False, True):
+            cache = new_cache(model, memory, pad, capacity=7)
+            model.decode(tgt[:, :2], memory, pad, cache=cache)
+            if with_weights:
+                got, got_weights = model.decode_with_weights(tgt[:, 2:5], memory, pad, cache=cache)
+                assert torch.allclose(got_weights["dec"][1], weights["dec"][1][:, :, 2:5, :5], atol=1e-6)
+            else:
+                got = model.decode(tgt[:, 2:5], memory, pad, cache=cache)
+            assert torch.allclose(got, full[:, 2:5], atol=1e-5)
+
+
 def test_cached_decoding_with_weights_and_capacity_limit():
     model = tiny_model()
     src = random_batch([5, 3], SRC_V)
@@ -216,10 +244,10 @@ def test_cached_decoding_with_weights_and_capacity_limit():
     pad = src == PAD_ID
     with torch.no_grad():
         memory = model.encode(src)
-        full, weights = model.decode(tgt, memory, pad, need_weights=True)
-        cache = model.new_cache(memory, pad, capacity=4)
+        full, weights = model.decode_with_weights(tgt, memory, pad)
+        cache = new_cache(model, memory, pad, capacity=4)
         for t in range(4):
-            step, step_weights = model.decode(tgt[:, t:t + 1], memory, pad, cache=cache, need_weights=True)
+            step, step_weights = model.decode_with_weights(tgt[:, t:t + 1], memory, pad, cache=cache)
             assert torch.allclose(step[:, 0], full[:, t], atol=1e-5)
             assert step_weights["dec"][0].shape == (2, 4, 1, t + 1)
             assert torch.allclose(step_weights["dec"][0][:, :, 0], weights["dec"][0][:, :, t, : t + 1], atol=1e-5)
@@ -241,7 +269,7 @@ def test_bf16_autocast_runs_training_and_cached_decoding():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         memory = model.encode(src)
         full = model.decode(tgt, memory, pad).float()
-        cache = model.new_cache(memory, pad, capacity=4)
+        cache = new_cache(model, memory, pad, capacity=4)
         steps = torch.cat([model.decode(tgt[:, t:t + 1], memory, pad, cache=cache) for t in range(4)], 1)
     assert torch.isfinite(full).all()
     assert torch.allclose(steps.float(), full, atol=0.1)  # bf16 rounding, not exactness
@@ -250,12 +278,12 @@ def test_bf16_autocast_runs_training_and_cached_decoding():
 # --------------------------------------------------------------------------- variants and config
 
 
-@pytest.mark.parametrize("pre_norm", [True, False])
+@pytest.mark.parametrize("norm", ["pre", "post"])
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("share", [True, False])
-def test_variants_build_run_and_backprop(pre_norm, activation, share):
+def test_variants_build_run_and_backprop(norm, activation, share):
     vocab = dict(src_vocab_size=TGT_V) if share else {}
-    model = tiny_model(pre_norm=pre_norm, activation=activation, share_embeddings=share, **vocab).train()
+    model = tiny_model(norm=norm, activation=activation, share_embeddings=share, **vocab).train()
     src = random_batch([5, 2], TGT_V if share else SRC_V)
     tgt = random_batch([4, 3], TGT_V, seed=9)
     logits = model(src, tgt)
@@ -264,14 +292,14 @@ def test_variants_build_run_and_backprop(pre_norm, activation, share):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
     act = model.encoder[0].ff.activation
     assert isinstance(act, nn.GELU if activation == "gelu" else nn.ReLU)
-    assert isinstance(model.encoder_norm, nn.LayerNorm if pre_norm else nn.Identity)
+    assert isinstance(model.encoder_norm, nn.LayerNorm if norm == "pre" else nn.Identity)
     assert (model.src_embed.weight is model.tgt_embed.weight) == share
-    assert model.out_proj.weight is model.tgt_embed.weight  # tie_output defaults to True
+    assert model.out_proj.weight is model.tgt_embed.weight  # tie_embeddings defaults to True
     assert model.out_proj.bias is None
 
 
 def test_post_norm_normalises_each_sublayer_output():
-    model = tiny_model(pre_norm=False)
+    model = tiny_model(norm="post")
     with torch.no_grad():
         memory = model.encode(random_batch([6], SRC_V))
     # LN(x + sublayer(x)) with fresh LN parameters: zero mean, unit variance per position
@@ -280,7 +308,7 @@ def test_post_norm_normalises_each_sublayer_output():
 
 
 def test_untied_output_has_own_weight_and_bias():
-    model = tiny_model(tie_output=False)
+    model = tiny_model(tie_embeddings=False)
     assert model.out_proj.weight is not model.tgt_embed.weight
     assert model.out_proj.bias is not None
     assert model(random_batch([3], SRC_V), random_batch([2], TGT_V)).shape == (1, 2, TGT_V)
@@ -309,6 +337,7 @@ def test_too_long_sequence_is_rejected():
     (dict(ff=0), "ff"),
     (dict(encoder_layers=-1), "encoder_layers"),
     (dict(dropout=1.0), "dropout"),
+    (dict(norm="sandwich"), "norm"),
 ])
 def test_config_validation(bad, message):
     with pytest.raises(ValueError, match=message):
@@ -316,13 +345,55 @@ def test_config_validation(bad, message):
 
 
 def test_config_dict_round_trip_and_unknown_keys():
-    cfg = tiny_config(pre_norm=False, activation="gelu", tie_output=False)
+    cfg = tiny_config(norm="post", activation="gelu", tie_embeddings=False)
     d = cfg.to_dict()
     assert ModelConfig.from_dict(json.loads(json.dumps(d))) == cfg
     with pytest.raises(ValueError, match="unknown"):
         ModelConfig.from_dict({**d, "n_layers": 6})
     with pytest.raises(ValueError, match="missing"):
         ModelConfig.from_dict({"src_vocab_size": 10})
+
+
+OLD_KEYS = {"pre_norm": False, "share_embeddings": False, "tie_output": False}  # before norm, tie_embeddings
+
+
+def test_config_reads_the_old_key_names_of_earlier_model_files():
+    base = {k: v for k, v in tiny_config().to_dict().items() if k not in ("norm", "tie_embeddings")}
+    cfg = ModelConfig.from_dict({**base, **OLD_KEYS})
+    assert cfg == tiny_config(norm="post", tie_embeddings=False)
+    assert ModelConfig.from_dict({**base, **OLD_KEYS, "pre_norm": True, "tie_output": True}) == tiny_config()
+    with pytest.raises(ValueError, match="both 'pre_norm' and its newer name 'norm'"):
+        ModelConfig.from_dict({**base, **OLD_KEYS, "norm": "pre"})
+
+
+def test_model_file_with_old_config_keys_loads(tmp_path):
+    """model.safetensors files store the config dict; those written before the rename say
+    pre_norm/tie_output. They load as the same model, and report today's key names."""
+    from txcli.checkpoint import load_model_state, save_model
+    from txcli.commands.run import load_model_file
+
+    model = tiny_model(norm="post", tie_embeddings=False)
+    old = {k: v for k, v in model.cfg.to_dict().items() if k not in ("norm", "tie_embeddings")}
+    save_model(tmp_path / "model.safetensors", model, {**old, **OLD_KEYS})
+    loaded = load_model_file(tmp_path / "model.safetensors", torch.device("cpu"))
+    assert loaded.cfg == model.cfg
+    assert load_model_state(tmp_path / "model.safetensors")[0] == model.cfg.to_dict()
+    src, tgt = random_batch([5, 3], SRC_V), random_batch([4, 4], TGT_V, seed=12)
+    with torch.no_grad():
+        assert torch.equal(loaded(src, tgt), model(src, tgt))
+
+
+def test_recipe_model_section_is_the_model_config_under_the_same_names():
+    from txcli import model, model_schema
+    from txcli.recipe import ModelSection
+
+    assert sorted(model.ACTIVATIONS) == sorted(model_schema.ACTIVATIONS)
+
+    section = ModelSection(d_model=64, heads=8, norm="post", activation="gelu", tie_embeddings=False)
+    cfg = ModelConfig(**section.model_dump(), src_vocab_size=SRC_V, tgt_vocab_size=TGT_V)
+    assert {k: getattr(cfg, k) for k in section.model_dump()} == section.model_dump()
+    defaults = ModelConfig(src_vocab_size=SRC_V, tgt_vocab_size=TGT_V)
+    assert all(getattr(defaults, k) == v for k, v in ModelSection().model_dump().items())
 
 
 # --------------------------------------------------------------------------- training
@@ -360,7 +431,7 @@ def test_cache_select_before_first_step_expands_beams():
     with torch.no_grad():
         memory = model.encode(src)
         full = model.decode(tgt, memory, pad)
-        cache = model.new_cache(memory, pad, capacity=3)
+        cache = new_cache(model, memory, pad, capacity=3)
         cache.select(beams)  # nothing decoded yet: only the cross-attention keys/values move
         assert cache.src_pad_mask.shape == (6, 5)
         for t in range(3):
@@ -379,14 +450,14 @@ def test_beams_sharing_one_cross_attention_row_match_expanded_rows():
     tgt = random_batch([4] * (2 * G), TGT_V, seed=11)
     with torch.no_grad():
         memory = model.encode(src)
-        shared = model.new_cache(memory, pad, capacity=4)
+        shared = new_cache(model, memory, pad, capacity=4)
         shared.select(beams, torch.arange(2))  # beams move, cross-attention rows stay one per sentence
-        expanded = model.new_cache(memory, pad, capacity=4)
+        expanded = new_cache(model, memory, pad, capacity=4)
         expanded.select(beams)
         assert shared.cross_kv.size(2) == 2 and expanded.cross_kv.size(2) == 2 * G
         for t in range(4):
-            a, wa = model.decode(tgt[:, t:t + 1], None, shared.src_pad_mask, cache=shared, need_weights=True)
-            b, wb = model.decode(tgt[:, t:t + 1], None, expanded.src_pad_mask, cache=expanded, need_weights=True)
+            a, wa = model.decode_with_weights(tgt[:, t:t + 1], None, shared.src_pad_mask, cache=shared)
+            b, wb = model.decode_with_weights(tgt[:, t:t + 1], None, expanded.src_pad_mask, cache=expanded)
             assert torch.allclose(a, b, atol=1e-5), f"step {t}"
             for layer in range(len(wa["cross"])):
                 assert wa["cross"][layer].shape == (2 * G, 4, 1, 5)

@@ -303,8 +303,8 @@ def test_beams_sharing_one_memory_row_decode_as_with_copies(model):
     G = 4
     tgt = torch.randint(4, 40, (3 * G, 5), generator=torch.Generator().manual_seed(0))
     per_beam = torch.arange(3).repeat_interleave(G)
-    shared, w_shared = model.decode(tgt, memory, pad, need_weights=True)
-    copied, w_copied = model.decode(tgt, memory[per_beam], pad[per_beam], need_weights=True)
+    shared, w_shared = model.decode_with_weights(tgt, memory, pad)
+    copied, w_copied = model.decode_with_weights(tgt, memory[per_beam], pad[per_beam])
     assert torch.allclose(shared, copied, atol=1e-5)
     for a, b in zip(w_shared["cross"], w_copied["cross"]):
         assert a.shape == b.shape == (3 * G, 4, 5, src.size(1)) and torch.allclose(a, b, atol=1e-6)

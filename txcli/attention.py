@@ -1,8 +1,9 @@
 """Every attention weight of a model, as data and as pictures.
 
-- `collect_attention`: one teacher-forced pass over a batch through the model's `need_weights`
-  path, trimmed to each sentence's real length: encoder self-attention [H,S,S], decoder
-  self-attention [H,T,T] and cross-attention [H,T,S] for every layer.
+- `collect_attention`: one teacher-forced pass over a batch through the model's weights path
+  (`encode_with_weights`, `decode_with_weights`), trimmed to each sentence's real length:
+  encoder self-attention [H,S,S], decoder self-attention [H,T,T] and cross-attention [H,T,S]
+  for every layer.
 - `JsonlWriter` / `NpzWriter` stream one sentence at a time; `read_jsonl` / `read_npz` load them back.
 - word alignments from cross-attention (subwords merged to whitespace words), Pharaoh I/O, AER.
 - matplotlib heatmaps (Agg canvas, no pyplot state), returned as PNG bytes.
@@ -24,6 +25,7 @@ from typing import BinaryIO, Iterable, Iterator, Optional
 import numpy as np
 import torch
 
+from .decoding import pad_rows
 from .model import Seq2SeqTransformer
 
 KINDS = ("enc", "dec", "cross")
@@ -95,25 +97,17 @@ class Selection:
 # --------------------------------------------------------------------------- the forward pass
 
 
-def pad_batch(rows: list[list[int]], pad_id: int, device) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return out.to(device)
-
-
 @torch.inference_mode()
 def collect_attention(model: Seq2SeqTransformer, src: list[list[int]], tgt_in: list[list[int]],
                       selection: Selection = Selection()) -> list[dict[str, dict[int, np.ndarray]]]:
     """Teacher-forced pass over a batch: src rows end with </s>, tgt_in rows start with <s>.
     Returns per sentence {kind: {layer: float32 [heads, queries, keys]}}, padding cut off."""
     pad = model.cfg.pad_id
-    src_t = pad_batch(src, pad, next(model.parameters()).device)
-    tgt_t = pad_batch(tgt_in, pad, src_t.device)
+    src_t = pad_rows(src, pad, next(model.parameters()).device)
+    tgt_t = pad_rows(tgt_in, pad, src_t.device)
     src_pad = src_t == pad
-    memory, enc = model.encode(src_t, need_weights=True)
-    _, dec = model.decode(tgt_t, memory, src_pad, need_weights=True)
+    memory, enc = model.encode_with_weights(src_t)
+    _, dec = model.decode_with_weights(tgt_t, memory, src_pad)
     by_kind = {"enc": enc, "dec": dec["dec"], "cross": dec["cross"]}
     heads = torch.tensor(selection.heads_of(model), device=src_t.device)
     kept = {kind: {layer: by_kind[kind][layer].index_select(1, heads).float().cpu().numpy()

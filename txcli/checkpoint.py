@@ -18,6 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from .errors import TxError
+from .model_schema import current_keys
 
 # The run directory's layout, in one place.
 RECIPE_FILE = "recipe.yaml"
@@ -140,6 +141,11 @@ def load_model_state(path: Path, device: str | torch.device = "cpu") -> tuple[di
         config = json.loads(meta.pop("tx.model_config"))
     except (KeyError, json.JSONDecodeError):
         raise TxError(f"{path}: not a tx model file (no model configuration in its metadata)") from None
+    if isinstance(config, dict):  # files written before the config took the recipe's key names
+        try:
+            config = current_keys(config)
+        except ValueError as err:
+            raise TxError(f"{path}: damaged model configuration ({err})") from None
     return config, tensors, meta
 
 

@@ -1,25 +1,33 @@
 """The Transformer encoder-decoder of "Attention Is All You Need" (Vaswani et al., 2017).
 
-One file, read top to bottom: config, positional encoding, attention, the two layer kinds,
-the key/value cache for incremental decoding, and the full model. Knows nothing of files,
-tokenizers or the command line; callers hand it token ids and get logits back.
-"""
+One file, read top to bottom: config, positional encoding, attention and the causal mask, the
+two layer kinds, and the full model. Knows nothing of files, tokenizers or the command line:
+callers hand it token ids and get logits back. Incremental decoding keeps each layer's keys and
+values in a cache (txcli.kv_cache) that `decode` takes as an argument."""
+
+from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-PAD_ID = 0  # tokenizer specials: <pad>=0, <unk>=1, <s>=2, </s>=3; the model only needs pad_id
+from . import model_schema
+
+if TYPE_CHECKING:  # the cache's types, for readers and type checkers; no import at run time
+    from .kv_cache import DecoderCache, LayerCache
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}  # feed-forward nonlinearity, chosen once in __init__
 
 
 @dataclass
 class ModelConfig:
+    """The recipe's `model` section, same names, plus what only the model knows (rules: model_schema)."""
+
     src_vocab_size: int
     tgt_vocab_size: int
     d_model: int = 256
@@ -28,43 +36,23 @@ class ModelConfig:
     encoder_layers: int = 3
     decoder_layers: int = 3
     dropout: float = 0.1
-    pre_norm: bool = True  # LN before each sublayer (True) or after the residual add (the paper)
+    norm: str = "pre"  # "pre": LN before each sublayer; "post": LN after the residual add (the paper)
     activation: str = "relu"  # feed-forward nonlinearity: "relu" | "gelu"
+    tie_embeddings: bool = True  # output projection reuses the target embedding matrix
     share_embeddings: bool = False  # one table for source and target (joint vocabulary)
-    tie_output: bool = True  # output projection reuses the target embedding matrix
     max_positions: int = 1024  # rows of the positional-encoding table
-    pad_id: int = PAD_ID
+    pad_id: int = 0  # the tokenizer's <pad> (tokenizer.PAD_ID): the only special the model knows
 
     def __post_init__(self):
-        sizes = ("src_vocab_size", "tgt_vocab_size", "d_model", "heads", "ff",
-                 "encoder_layers", "decoder_layers", "max_positions")
-        for name in sizes:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.share_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-            raise ValueError("share_embeddings needs equal source and target vocabulary sizes, got "
-                             f"{self.src_vocab_size} and {self.tgt_vocab_size}")
-        if not 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size):
-            raise ValueError(f"pad_id {self.pad_id} is outside the vocabulary")
+        model_schema.check_config(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        names = {f.name for f in fields(cls)}
-        if set(d) - names:
-            raise ValueError(f"unknown model config keys: {sorted(set(d) - names)}")
-        missing = {"src_vocab_size", "tgt_vocab_size"} - set(d)
-        if missing:
-            raise ValueError(f"missing model config keys: {sorted(missing)}")
-        return cls(**d)
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """From to_dict's output, or from the older key names model files may still hold."""
+        return cls(**model_schema.current_keys(d, known={f.name for f in fields(cls)}))
 
 
 def sinusoidal_positions(n_positions: int, d_model: int) -> Tensor:
@@ -78,14 +66,25 @@ def sinusoidal_positions(n_positions: int, d_model: int) -> Tensor:
     return pe.float()
 
 
+def xavier_linear(d_in: int, d_out: int, blocks: int = 1) -> nn.Linear:
+    """nn.Linear with zero bias and Xavier-uniform weight; a fused projection (blocks > 1, e.g.
+    W_Q, W_K, W_V stacked) gets each block initialised as the separate matrix it stands for."""
+    linear = nn.Linear(d_in, d_out)
+    with torch.no_grad():
+        for block in linear.weight.chunk(blocks):
+            nn.init.xavier_uniform_(block)
+        linear.bias.zero_()
+    return linear
+
+
+# --------------------------------------------------------------------------- attention and masks
+
+
 def attention_weights_path(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
                            dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Explicit softmax(QK^T/sqrt(d_k))V that also returns the attention weights.
-
-    q [B,H,Tq,dk], k/v [B,H,Tk,dk]; mask bool broadcastable to [B,H,Tq,Tk], True = may attend.
-    Returns (output [B,H,Tq,dk], weights [B,H,Tq,Tk]); dropout (training only) hits the output,
-    not the returned weights.
-    """
+    """Explicit softmax(QK^T/sqrt(d_k))V that also returns the weights. q [B,H,Tq,dk], k/v
+    [B,H,Tk,dk], mask bool broadcastable to [B,H,Tq,Tk], True = may attend -> (out [B,H,Tq,dk],
+    weights [B,H,Tq,Tk]); dropout (training only) hits the output, not the returned weights."""
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -94,43 +93,27 @@ def attention_weights_path(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tenso
     return dropped @ v, weights
 
 
-def key_padding_mask(pad_mask: Tensor) -> Tensor:
-    """[B,S] True = padding  ->  [B,1,1,S] True = may attend.
+def causal_mask(T: int, start: int = 0, device=None) -> Tensor:
+    """The causal mask: query j sees keys <= start + j. [T, start+T] bool, True = may attend;
+    the T queries are positions start..start+T-1, after `start` earlier (cached) steps."""
+    return torch.ones(T, start + T, dtype=torch.bool, device=device).tril(diagonal=start)
 
-    An all-padding row would mask every key (softmax of all -inf is NaN), so such rows
-    may attend to position 0; their outputs are padding anyway.
-    """
+
+def key_padding_mask(pad_mask: Tensor) -> Tensor:
+    """[B,S] True = padding -> [B,1,1,S] True = may attend. An all-padding row (softmax of all -inf
+    is NaN) may attend to position 0: its outputs are padding anyway."""
     keep = ~pad_mask
     keep[:, 0] |= pad_mask.all(dim=1)
     return keep[:, None, None, :]
 
 
-def xavier_linear(d_in: int, d_out: int, blocks: int = 1, bias: bool = True) -> nn.Linear:
-    """nn.Linear with zero bias and Xavier-uniform weight; a fused projection (blocks > 1, e.g.
-    W_Q, W_K, W_V stacked) gets each block initialised as the separate matrix it stands for."""
-    linear = nn.Linear(d_in, d_out, bias=bias)
-    with torch.no_grad():
-        for block in linear.weight.chunk(blocks):
-            nn.init.xavier_uniform_(block)
-        if bias:
-            linear.bias.zero_()
-    return linear
-
-
-# --------------------------------------------------------------------------- attention
-
-
 class MultiHeadAttention(nn.Module):
-    """Scaled dot-product attention in `heads` subspaces of d_k = d_model/heads, then W_O.
-
-    Two paths with equal results: the fused SDPA kernel (fast), and `attention_weights_path`
-    when the caller wants the per-head weights.
-    """
+    """Scaled dot-product attention in `heads` subspaces of d_k = d_model/heads, then W_O. Two
+    paths, equal results: the fused SDPA kernel, and `attention_weights_path` for the weights."""
 
     def __init__(self, d_model: int, heads: int, dropout: float):
         super().__init__()
-        self.heads, self.d_k = heads, d_model // heads
-        self.dropout = dropout
+        self.heads, self.d_k, self.dropout = heads, d_model // heads, dropout
         self.out_proj = xavier_linear(d_model, d_model)
 
     def split_heads(self, x: Tensor, n: int) -> Tensor:
@@ -138,18 +121,21 @@ class MultiHeadAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, n, self.heads, self.d_k).permute(2, 0, 3, 1, 4)
 
-    def attend(self, q, k, v, mask=None, is_causal=False, need_weights=False):
-        """q [B,H,Tq,dk], k/v [B,H,Tk,dk] -> (W_O · concat(heads) [B,Tq,D], weights or None)."""
+    def attend(self, q, k, v, mask=None, causal=False, need_weights=False):
+        """q [B,H,Tq,dk], k/v [B,H,Tk,dk] -> (W_O · concat(heads) [B,Tq,D], weights or None).
+        mask: True = may attend. causal: the queries are the last Tq of the Tk positions and
+        causal_mask applies; with no earlier steps, as the kernel's own is_causal flag."""
         p = self.dropout if self.training else 0.0
+        if causal and (need_weights or k.size(-2) > q.size(-2)):  # is_causal means causal_mask(T, 0)
+            Tq, start = q.size(-2), k.size(-2) - q.size(-2)
+            # spell the mask out; one new token after cached steps sees them all: nothing to mask
+            mask, causal = (causal_mask(Tq, start, q.device) if need_weights or Tq > 1 else None), False
         if need_weights:
-            if is_causal:  # the weights path has no is_causal flag: spell the mask out
-                mask = torch.ones(q.size(-2), k.size(-2), dtype=torch.bool, device=q.device).tril()
             out, weights = attention_weights_path(q, k, v, mask, p)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
             weights = None
-        B, H, T, d_k = out.shape
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, H * d_k)), weights
+        return self.out_proj(out.transpose(1, 2).flatten(2)), weights  # [B,Tq,H*d_k]: heads concatenated
 
 
 class SelfAttention(MultiHeadAttention):
@@ -159,20 +145,16 @@ class SelfAttention(MultiHeadAttention):
         super().__init__(d_model, heads, dropout)
         self.qkv_proj = xavier_linear(d_model, 3 * d_model, blocks=3)
 
-    def forward(self, x, mask=None, is_causal=False, need_weights=False, kv_cache=None, start=0):
-        """kv_cache [B,capacity,2,H,d_k]: this step's keys/values are written at `start`, and
-        attention runs over every cached step up to and including them."""
-        if kv_cache is None:
-            q, k, v = self.split_heads(self.qkv_proj(x), 3)
-            return self.attend(q, k, v, mask, is_causal, need_weights)
-        B, T, D = x.shape
+    def forward(self, x, mask=None, causal=False, cache: Optional[LayerCache] = None, need_weights=False):
+        """With a cache, x holds only the new steps: their keys and values join the cached ones."""
         qkv = self.qkv_proj(x)
-        end = start + T
-        # a step's keys and values are one contiguous row of the projection: one write per row
-        kv_cache[:, start:end] = qkv[:, :, D:].view(B, T, 2, self.heads, self.d_k)
-        q = self.split_heads(qkv[:, :, :D], 1)[0]
-        k, v = kv_cache[:, :end].permute(2, 0, 3, 1, 4)  # [2,B,H,end,d_k], strided views
-        return self.attend(q, k, v, mask, is_causal, need_weights)
+        if cache is None:
+            q, k, v = self.split_heads(qkv, 3)
+        else:
+            D = x.size(-1)
+            q = self.split_heads(qkv[:, :, :D], 1)[0]
+            k, v = cache.append(qkv[:, :, D:])
+        return self.attend(q, k, v, mask, causal, need_weights)
 
 
 class CrossAttention(MultiHeadAttention):
@@ -184,7 +166,7 @@ class CrossAttention(MultiHeadAttention):
         self.kv_proj = xavier_linear(d_model, 2 * d_model, blocks=2)
 
     def memory_kv(self, memory: Tensor) -> Tensor:
-        """[B,S,D] -> [2,B,H,S,d_k]; computed once per sentence when decoding with a cache."""
+        """[B,S,D] -> [2,B,H,S,d_k]; a decoder cache computes it once per sentence."""
         return self.split_heads(self.kv_proj(memory), 2)
 
     def forward(self, x, memory_kv, mask, need_weights=False):
@@ -221,29 +203,22 @@ class FeedForward(nn.Module):
         return self.fc2(self.dropout(self.activation(self.fc1(x))))
 
 
-class PreNormResidual(nn.Module):
-    """x + Dropout(sublayer(LN(x))): the usual modern arrangement, stable without warmup tricks."""
+class Residual(nn.Module):
+    """Residual connection and LayerNorm around a sublayer F: "pre", x + Dropout(F(LN(x))), is
+    stable without warmup tricks; "post", LN(x + Dropout(F(x))), is the paper's arrangement."""
 
-    def __init__(self, d_model: int, dropout: float):
+    def __init__(self, d_model: int, dropout: float, norm: str):
         super().__init__()
+        self.pre = norm == "pre"
         self.norm = nn.LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
     def sublayer_input(self, x: Tensor) -> Tensor:
-        return self.norm(x)
+        return self.norm(x) if self.pre else x
 
     def add(self, x: Tensor, sublayer_out: Tensor) -> Tensor:
-        return x + self.dropout(sublayer_out)
-
-
-class PostNormResidual(PreNormResidual):
-    """LN(x + Dropout(sublayer(x))): the paper's arrangement."""
-
-    def sublayer_input(self, x: Tensor) -> Tensor:
-        return x
-
-    def add(self, x: Tensor, sublayer_out: Tensor) -> Tensor:
-        return self.norm(x + self.dropout(sublayer_out))
+        x = x + self.dropout(sublayer_out)
+        return x if self.pre else self.norm(x)
 
 
 class EncoderLayer(nn.Module):
@@ -251,14 +226,14 @@ class EncoderLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        Residual = PreNormResidual if cfg.pre_norm else PostNormResidual
         self.self_attn = SelfAttention(cfg.d_model, cfg.heads, cfg.dropout)
-        self.self_attn_res = Residual(cfg.d_model, cfg.dropout)
+        self.self_attn_res = Residual(cfg.d_model, cfg.dropout, cfg.norm)
         self.ff = FeedForward(cfg.d_model, cfg.ff, cfg.dropout, cfg.activation)
-        self.ff_res = Residual(cfg.d_model, cfg.dropout)
+        self.ff_res = Residual(cfg.d_model, cfg.dropout, cfg.norm)
 
-    def forward(self, x, key_mask, need_weights=False):
-        h, weights = self.self_attn(self.self_attn_res.sublayer_input(x), key_mask, need_weights=need_weights)
+    def forward(self, x, src_mask, need_weights=False):
+        """x [B,S,D], src_mask [B,1,1,S] -> (x, self-attention weights or None)."""
+        h, weights = self.self_attn(self.self_attn_res.sublayer_input(x), src_mask, need_weights=need_weights)
         x = self.self_attn_res.add(x, h)
         x = self.ff_res.add(x, self.ff(self.ff_res.sublayer_input(x)))
         return x, weights
@@ -269,100 +244,24 @@ class DecoderLayer(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        Residual = PreNormResidual if cfg.pre_norm else PostNormResidual
         self.self_attn = SelfAttention(cfg.d_model, cfg.heads, cfg.dropout)
-        self.self_attn_res = Residual(cfg.d_model, cfg.dropout)
+        self.self_attn_res = Residual(cfg.d_model, cfg.dropout, cfg.norm)
         self.cross_attn = CrossAttention(cfg.d_model, cfg.heads, cfg.dropout)
-        self.cross_attn_res = Residual(cfg.d_model, cfg.dropout)
+        self.cross_attn_res = Residual(cfg.d_model, cfg.dropout, cfg.norm)
         self.ff = FeedForward(cfg.d_model, cfg.ff, cfg.dropout, cfg.activation)
-        self.ff_res = Residual(cfg.d_model, cfg.dropout)
+        self.ff_res = Residual(cfg.d_model, cfg.dropout, cfg.norm)
 
-    def forward(self, x, memory_kv, cross_mask, self_mask=None, is_causal=False,
-                need_weights=False, kv_cache=None, start=0):
-        h, self_w = self.self_attn(self.self_attn_res.sublayer_input(x), self_mask, is_causal,
-                                   need_weights, kv_cache, start)
+    def forward(self, x, memory, src_mask, cache: Optional[LayerCache] = None, need_weights=False):
+        """x [B,T,D], memory [B',S,D] (unread with a cache: it holds their keys and values),
+        src_mask [B',1,1,S] -> (x, self- and cross-attention weights, None unless need_weights)."""
+        memory_kv = self.cross_attn.memory_kv(memory) if cache is None else cache.cross_kv
+        h, self_w = self.self_attn(self.self_attn_res.sublayer_input(x), causal=True, cache=cache,
+                                   need_weights=need_weights)
         x = self.self_attn_res.add(x, h)
-        h, cross_w = self.cross_attn(self.cross_attn_res.sublayer_input(x), memory_kv, cross_mask, need_weights)
+        h, cross_w = self.cross_attn(self.cross_attn_res.sublayer_input(x), memory_kv, src_mask, need_weights)
         x = self.cross_attn_res.add(x, h)
         x = self.ff_res.add(x, self.ff(self.ff_res.sublayer_input(x)))
         return x, self_w, cross_w
-
-
-# --------------------------------------------------------------------------- incremental decoding
-
-
-@dataclass(eq=False)
-class DecoderCache:
-    """Key/value cache for incremental decoding, all layers stacked in two tensors.
-
-    self_kv   [L,B,capacity,2,H,d_k]  decoder self-attention keys/values, filled up to `length`
-                                      in place, one step at a time (no torch.cat per step); a
-                                      row's steps lie together, so writing a step and moving a
-                                      row are contiguous copies
-    cross_kv  [L,2,B',H,S,d_k]        cross-attention keys/values, computed once from the memory;
-                                      B' = B, or one row per sentence when B = B' x beams
-    src_pad_mask [B',S]               True = source padding
-    length                            steps already decoded (the next token's position)
-
-    Inference only: run under torch.inference_mode() or torch.no_grad().
-    """
-
-    self_kv: Tensor
-    cross_kv: Tensor
-    src_pad_mask: Tensor
-    length: int = 0
-
-    @property
-    def capacity(self) -> int:
-        return self.self_kv.size(2)
-
-    @torch.no_grad()
-    def select(self, index: torch.LongTensor, cross_index: Optional[torch.LongTensor] = None) -> None:
-        """Keep/reorder batch rows (beam reordering, dropping finished sentences).
-
-        cross_index: the rows of cross_kv and src_pad_mask to keep, where they differ from
-        `index`: a beam search keeps one row per sentence, which its beams share (see
-        CrossAttention), so they move only when sentences leave.
-        """
-        cross_index = index if cross_index is None else cross_index
-        self.self_kv = _move_rows(self.self_kv, index, self.length)
-        self.cross_kv = _take_rows(self.cross_kv, cross_index)
-        self.src_pad_mask = self.src_pad_mask.index_select(0, cross_index)
-
-
-def _moved_rows(index: Tensor) -> Tensor:
-    """The positions i where index[i] != i: the only rows a reorder in place has to copy."""
-    return (index != torch.arange(index.numel(), device=index.device)).nonzero().squeeze(1)
-
-
-def _take_rows(buffer: Tensor, index: Tensor) -> Tensor:
-    """buffer[:, :, index] for [L,2,B,...] buffers, in place where it does not grow: only rows
-    whose source differs are copied, and the result is a narrowed view of the buffer."""
-    rows = index.numel()
-    if rows > buffer.size(2):
-        return buffer.index_select(2, index)
-    moved = _moved_rows(index)
-    if moved.numel():
-        buffer.index_copy_(2, moved, buffer.index_select(2, index[moved]))
-    return buffer[:, :, :rows]
-
-
-def _move_rows(buffer: Tensor, index: Tensor, steps: int) -> Tensor:
-    """buffer[:, index] for the [L,B,capacity,...] self-attention cache, copying only the first
-    `steps` positions of each row and, where it does not grow, only the rows whose source
-    differs (beam search moves a fraction of them per step); the result is a view of the buffer."""
-    rows, (L, B, capacity) = index.numel(), buffer.shape[:3]
-    if rows > B:
-        grown = buffer.new_empty((L, rows) + buffer.shape[2:])
-        grown[:, :, :steps] = buffer[:, :, :steps].index_select(1, index)
-        return grown
-    moved = _moved_rows(index)
-    if moved.numel():
-        source = index[moved]
-        for layer in buffer.flatten(2):  # [B, capacity * step size]: rows of contiguous steps
-            filled = layer[:, : steps * (layer.size(1) // capacity)]
-            filled.index_copy_(0, moved, filled.index_select(0, source))
-    return buffer[:, :rows]
 
 
 # --------------------------------------------------------------------------- the model
@@ -382,16 +281,16 @@ class Seq2SeqTransformer(nn.Module):
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
         # Pre-norm leaves the residual stream un-normalised: each stack ends with one more LN.
-        self.encoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
-        self.decoder_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
-        self.out_proj = nn.Linear(d, cfg.tgt_vocab_size, bias=not cfg.tie_output)
+        self.encoder_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
+        self.out_proj = nn.Linear(d, cfg.tgt_vocab_size, bias=not cfg.tie_embeddings)
         # N(0, d^-1/2) so that sqrt(d)-scaled embeddings have unit variance; an untied output
         # projection starts like the embedding it would otherwise share.
         for weight in (self.src_embed.weight, self.tgt_embed.weight, self.out_proj.weight):
             nn.init.normal_(weight, std=d ** -0.5)
         if self.out_proj.bias is not None:
             nn.init.zeros_(self.out_proj.bias)
-        if cfg.tie_output:
+        if cfg.tie_embeddings:
             self.out_proj.weight = self.tgt_embed.weight
 
     def embed(self, tokens: Tensor, table: nn.Embedding, start: int = 0) -> Tensor:
@@ -402,74 +301,48 @@ class Seq2SeqTransformer(nn.Module):
         x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start:end]
         return self.embed_dropout(x)
 
-    def encode(self, src: Tensor, need_weights: bool = False):
-        """src [B,S] -> memory [B,S,D]; with need_weights also a list over layers of [B,H,S,S]."""
-        key_mask = key_padding_mask(src == self.cfg.pad_id)
+    def encode(self, src: Tensor) -> Tensor:
+        """src [B,S] -> memory [B,S,D]."""
+        return self._encode(src, need_weights=False)[0]
+
+    def encode_with_weights(self, src: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """src [B,S] -> (memory [B,S,D], self-attention weights [B,H,S,S] per layer)."""
+        return self._encode(src, need_weights=True)
+
+    def _encode(self, src: Tensor, need_weights: bool):
+        src_mask = key_padding_mask(src == self.cfg.pad_id)
         x = self.embed(src, self.src_embed)
         all_weights = []
         for layer in self.encoder:
-            x, weights = layer(x, key_mask, need_weights)
+            x, weights = layer(x, src_mask, need_weights)
             all_weights.append(weights)
-        memory = self.encoder_norm(x)
-        return (memory, all_weights) if need_weights else memory
-
-    def new_cache(self, memory: Tensor, src_pad_mask: Tensor, capacity: int, rows: Optional[int] = None,
-                  allocate: Optional[Callable[[int, Tensor], Tensor]] = None) -> DecoderCache:
-        """Compute every layer's cross-attention keys/values once; preallocate self-attention
-        keys/values for `capacity` steps of `rows` decoder rows (default: one per sentence; a beam
-        search asks for sentences x beams). allocate(n, like) may lend a flat tensor of at least
-        n elements of like's dtype and device (memory reused across batches)."""
-        cross_kv = torch.stack([layer.cross_attn.memory_kv(memory) for layer in self.decoder])
-        L, _, B, H, _, d_k = cross_kv.shape
-        shape = (L, B if rows is None else rows, capacity, 2, H, d_k)
-        if allocate is None:
-            self_kv = cross_kv.new_empty(shape)
-        else:
-            size = math.prod(shape)
-            self_kv = allocate(size, cross_kv)[:size].view(shape)
-        return DecoderCache(self_kv, cross_kv, src_pad_mask, 0)
+        return self.encoder_norm(x), all_weights
 
     def decode(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,
-               cache: Optional[DecoderCache] = None, need_weights: bool = False):
-        """tgt_in [B,T] -> logits [B,T,V] (pre-softmax).
+               cache: Optional[DecoderCache] = None) -> Tensor:
+        """tgt_in [B,T] -> logits [B,T,V] (pre-softmax). Without a cache: teacher forcing over
+        the whole prefix. With a cache (kv_cache.new_cache): tgt_in holds only the new tokens, at
+        positions cache.length onwards; they attend to every cached step, and the cache advances
+        by T. `memory` is then not read (may be None): its keys/values are in the cache."""
+        return self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=False)[0]
 
-        Without a cache: teacher forcing over the whole prefix, causal self-attention.
-        With a cache: tgt_in holds only the new tokens, at positions cache.length onwards;
-        they attend to every cached step, and the cache advances by T.
-        With need_weights also {"dec": [B,H,T,T_keys] per layer, "cross": [B,H,T,S] per layer}.
-        (With a cache, `memory` is not read, may be None: its keys/values are in the cache.)
-        """
-        T = tgt_in.size(1)
-        start = cache.length if cache is not None else 0
-        if cache is not None and start + T > cache.capacity:
-            raise ValueError(f"decoder cache full: capacity {cache.capacity}, need {start + T}")
-        cross_mask = key_padding_mask(src_pad_mask)
-        self_mask, is_causal = self._self_attention_mask(T, start, cache is not None, tgt_in.device)
-        x = self.embed(tgt_in, self.tgt_embed, start)
-        dec_weights, cross_weights = [], []
-        for i, layer in enumerate(self.decoder):
-            memory_kv = cache.cross_kv[i] if cache is not None else layer.cross_attn.memory_kv(memory)
-            kv_cache = cache.self_kv[i] if cache is not None else None
-            x, self_w, cross_w = layer(x, memory_kv, cross_mask, self_mask, is_causal,
-                                       need_weights, kv_cache, start)
-            dec_weights.append(self_w)
-            cross_weights.append(cross_w)
-        if cache is not None:
-            cache.length = start + T
-        logits = self.out_proj(self.decoder_norm(x))
-        return (logits, {"dec": dec_weights, "cross": cross_weights}) if need_weights else logits
+    def decode_with_weights(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,
+                            cache: Optional[DecoderCache] = None) -> tuple[Tensor, dict[str, list[Tensor]]]:
+        """As decode, and the weights: (logits, {"dec": self-attention [B,H,T,T_keys] per layer,
+        "cross": cross-attention [B,H,T,S] per layer})."""
+        return self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=True)
 
-    @staticmethod
-    def _self_attention_mask(T: int, start: int, cached: bool, device):
-        """(mask, is_causal) for decoder self-attention of T new queries at positions start.."""
-        if not cached:  # plain causal mask; the fused kernel skips the masked triangle itself
-            return None, True
-        if T == 1:  # one new token may see every cached step: nothing to mask
-            return None, False
-        # several new tokens after `start` cached ones: query j sees keys <= start + j
-        return torch.ones(T, start + T, dtype=torch.bool, device=device).tril(diagonal=start), False
+    def _decode(self, tgt_in, memory, src_pad_mask, cache, need_weights: bool):
+        src_mask = key_padding_mask(src_pad_mask)
+        x = self.embed(tgt_in, self.tgt_embed, 0 if cache is None else cache.length)
+        layer_caches = [None] * len(self.decoder) if cache is None else cache.layers
+        weights = {"dec": [], "cross": []}
+        for layer, layer_cache in zip(self.decoder, layer_caches):
+            x, self_w, cross_w = layer(x, memory, src_mask, layer_cache, need_weights)
+            weights["dec"].append(self_w)
+            weights["cross"].append(cross_w)
+        return self.out_proj(self.decoder_norm(x)), weights
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher forcing (training): src [B,S], tgt_in [B,T] -> logits [B,T,V]."""
-        memory = self.encode(src)
-        return self.decode(tgt_in, memory, src == self.cfg.pad_id)
+        return self.decode(tgt_in, self.encode(src), src == self.cfg.pad_id)

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import TxError, UsageError
+from .model_schema import check_heads_divide
 
 
 class Section(BaseModel):
@@ -81,8 +82,7 @@ class ModelSection(Section):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelSection":
-        if self.d_model % self.heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        check_heads_divide(self.d_model, self.heads)
         return self
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .kv_cache import new_cache
 from .model import Seq2SeqTransformer
 
 NEG_INF = float("-inf")
@@ -221,7 +222,7 @@ class _CachedDecoder:
     def __init__(self, model: Seq2SeqTransformer, memory: Tensor, src_pad: Tensor, capacity: int,
                  rows: int, workspace: Optional[Workspace]):
         self.model = model
-        self.cache = model.new_cache(memory, src_pad, capacity, rows, workspace and workspace.take)
+        self.cache = new_cache(model, memory, src_pad, capacity, rows, workspace and workspace.take)
 
     def log_probs(self, history: Tensor, step: int) -> Tensor:
         # the cache holds the cross-attention keys/values: no memory argument needed

@@ -32,16 +32,11 @@ class Run:
 
 
 def model_config(recipe: Recipe, src_vocab: int, tgt_vocab: int) -> ModelConfig:
-    """The model's own config from a recipe and the trained vocabularies."""
+    """The recipe's model section (same names) plus what the tokenizers and data decide."""
     m = recipe.model
-    joint = recipe.tokenizer.joint
-    return ModelConfig(
-        src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, d_model=m.d_model, heads=m.heads, ff=m.ff,
-        encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers, dropout=m.dropout,
-        pre_norm=m.norm == "pre", activation=m.activation,
-        share_embeddings=m.tie_embeddings and joint, tie_output=m.tie_embeddings,
-        max_positions=max(1024, recipe.data.max_len + 2), pad_id=PAD_ID,
-    )
+    return ModelConfig(**m.model_dump(), src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
+                       share_embeddings=m.tie_embeddings and recipe.tokenizer.joint,
+                       max_positions=max(1024, recipe.data.max_len + 2), pad_id=PAD_ID)
 
 
 def pick_device(name: str) -> torch.device:
