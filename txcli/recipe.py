@@ -15,6 +15,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import safe_yaml
 from .errors import UsageError
 
 
@@ -181,7 +182,12 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"{path}: recipe not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml.load(safe_yaml.read_text(path))
+    except safe_yaml.Refused as err:
+        where = f" line {err.line}" if err.line is not None else ""
+        raise UsageError(f"{path}:{where}: refused: {err}") from None
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the recipe: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -199,12 +205,16 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
     key = key.strip()
     if not sep or not key:
         raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=3e-4")
+    parts = key.split(".")
+    if not all(parts):
+        raise UsageError(f"--set {item!r}: empty key segment in {key!r}")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = safe_yaml.load(text) if text.strip() else None
+    except safe_yaml.Refused as err:
+        raise UsageError(f"--set {item!r}: refused: {err}") from None
     except yaml.YAMLError:
         value = text
     node = raw
-    parts = key.split(".")
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:
