@@ -8,15 +8,64 @@ recipe's folder. `--set key=value` overrides are parsed as YAML and merged befor
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic.types import AllowInfNan
+from pydantic_core import PydanticCustomError
 
 from . import safe_yaml
 from .errors import UsageError
+
+# ---------------------------------------------------------------------------------------------
+# numbers: strict, so that `heads: true` is an error and not 1
+#
+# A bool is never a number. YAML 1.1 reads `3e-4` (no dot) as a string, and recipes write learning
+# rates that way, so a string spelling a plain decimal number (digits, optional point, optional
+# exponent) is read as that number, in int and float fields alike; any other string is refused.
+# An int field takes a whole number however it is spelled (4, 4.0, "1e5"): 4.0 *is* 4; 4.5 is
+# refused. inf and nan are refused everywhere.
+
+_NUMBER_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_DIGITS = re.compile(r"[-+]?\d{1,64}")
+
+
+def _number_from_text(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        # float() turns an absurdly long spelling into inf, which is then refused; int() would raise
+        return int(value) if _DIGITS.fullmatch(value) else float(value)
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    value = _number_from_text(value)
+    if isinstance(value, float) and value.is_integer():
+        if abs(value) > 2**53:  # no longer exact as a float, and far past every bound here
+            raise PydanticCustomError("number_too_large", "Input is far out of range")
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_whole_number), Strict()]
+Float = Annotated[float, BeforeValidator(_number_from_text), Strict(), AllowInfNan(False)]
+Bool = Annotated[bool, Strict()]  # true/false (YAML also reads yes/no, on/off); not 1, not "true"
+
+# Upper bounds: far past any real model or run, low enough that a slip (an extra zero, 10^30)
+# is an error here instead of an allocation that takes the machine down. README: Recipes, Limits.
+MAX_WIDTH = 16_384  # d_model
+MAX_FF = 65_536
+MAX_HEADS = 256
+MAX_LAYERS = 64
+MAX_VOCAB = 1_000_000
+MAX_LEN = 65_536  # subword tokens per sentence side
+MAX_BATCH_TOKENS = 10_000_000
+MAX_STEPS = 1_000_000_000
 
 
 class Section(BaseModel):
@@ -58,27 +107,27 @@ class DataConfig(Section):
     train: Corpus
     valid: Corpus
     test: Optional[Corpus] = None
-    max_len: int = Field(128, ge=2, description="longest pair kept, in subword tokens per side")
+    max_len: Int = Field(128, ge=2, le=MAX_LEN, description=f"longest pair kept, in subword tokens per side (at most {MAX_LEN})")
 
 
 class TokenizerConfig(Section):
     kind: Literal["bpe", "unigram", "wordpiece"] = "bpe"
-    vocab_size: int = Field(8000, ge=16)
-    joint: bool = True
-    min_frequency: int = Field(2, ge=1)
-    lowercase: bool = False
+    vocab_size: Int = Field(8000, ge=16, le=MAX_VOCAB, description=f"subwords (at most {MAX_VOCAB:,})")
+    joint: Bool = True
+    min_frequency: Int = Field(2, ge=1, le=MAX_STEPS, description="a subword must occur this often")
+    lowercase: Bool = False
 
 
 class ModelSection(Section):
-    d_model: int = Field(256, ge=8)
-    heads: int = Field(4, ge=1)
-    ff: int = Field(1024, ge=8)
-    encoder_layers: int = Field(3, ge=1)
-    decoder_layers: int = Field(3, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    d_model: Int = Field(256, ge=8, le=MAX_WIDTH, description=f"model width (at most {MAX_WIDTH})")
+    heads: Int = Field(4, ge=1, le=MAX_HEADS, description=f"attention heads (at most {MAX_HEADS})")
+    ff: Int = Field(1024, ge=8, le=MAX_FF, description=f"feed-forward width (at most {MAX_FF})")
+    encoder_layers: Int = Field(3, ge=1, le=MAX_LAYERS, description=f"at most {MAX_LAYERS}")
+    decoder_layers: Int = Field(3, ge=1, le=MAX_LAYERS, description=f"at most {MAX_LAYERS}")
+    dropout: Float = Field(0.1, ge=0.0, lt=1.0)
     norm: Literal["pre", "post"] = "pre"
     activation: Literal["relu", "gelu"] = "relu"
-    tie_embeddings: bool = True
+    tie_embeddings: Bool = True
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelSection":
@@ -89,50 +138,50 @@ class ModelSection(Section):
 
 class EarlyStop(Section):
     metric: Literal["bleu", "chrf", "loss"] = "bleu"
-    patience: int = Field(5, ge=1, description="validations without improvement before stopping")
+    patience: Int = Field(5, ge=1, le=MAX_STEPS, description="validations without improvement before stopping")
 
 
 class TrainConfig(Section):
-    batch_tokens: int = Field(4096, ge=16)
-    accum_steps: int = Field(1, ge=1)
-    lr: float = Field(5e-4, gt=0)
-    warmup: int = Field(1000, ge=0)
+    batch_tokens: Int = Field(4096, ge=16, le=MAX_BATCH_TOKENS, description=f"padded tokens per batch and side (at most {MAX_BATCH_TOKENS:,})")
+    accum_steps: Int = Field(1, ge=1, le=10_000, description="batches per update (at most 10,000)")
+    lr: Float = Field(5e-4, gt=0, le=10, description="peak learning rate (at most 10)")
+    warmup: Int = Field(1000, ge=0, le=MAX_STEPS)
     schedule: Literal["inverse_sqrt", "cosine"] = "inverse_sqrt"
-    min_lr: float = Field(0.0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = Field(1e-9, gt=0)
-    clip_norm: float = Field(1.0, ge=0, description="0 disables clipping")
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    max_steps: int = Field(3000, ge=1)
-    max_minutes: Optional[float] = Field(None, gt=0, description="stop after this wall time")
-    log_every: int = Field(50, ge=1)
-    eval_every: int = Field(250, ge=1)
-    valid_max_sentences: Optional[int] = Field(None, ge=1, description="decode at most this many for BLEU")
-    keep_best: int = Field(3, ge=1)
-    keep_last: int = Field(3, ge=0, description="also keep the latest N validated checkpoints (for tx average --last)")
-    pool_size: int = Field(50_000, ge=1, description="pairs length-sorted into batches at a time; bounds memory")
+    min_lr: Float = Field(0.0, ge=0, le=10, description="at most 10")
+    weight_decay: Float = Field(0.0, ge=0, le=10, description="at most 10")
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = (0.9, 0.98)
+    eps: Float = Field(1e-9, gt=0, le=1)
+    clip_norm: Float = Field(1.0, ge=0, le=1e6, description="0 disables clipping")
+    label_smoothing: Float = Field(0.1, ge=0, lt=1)
+    max_steps: Int = Field(3000, ge=1, le=MAX_STEPS)
+    max_minutes: Optional[Float] = Field(None, gt=0, le=1e7, description="stop after this wall time")
+    log_every: Int = Field(50, ge=1, le=MAX_STEPS)
+    eval_every: Int = Field(250, ge=1, le=MAX_STEPS)
+    valid_max_sentences: Optional[Int] = Field(None, ge=1, le=MAX_STEPS, description="decode at most this many for BLEU")
+    keep_best: Int = Field(3, ge=1, le=10_000, description="at most 10,000")
+    keep_last: Int = Field(3, ge=0, le=10_000, description="also keep the latest N validated checkpoints (for tx average --last)")
+    pool_size: Int = Field(50_000, ge=1, le=100_000_000, description="pairs length-sorted into batches at a time; bounds memory")
     early_stop: Optional[EarlyStop] = Field(default_factory=EarlyStop)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("fp32", description="auto: bf16 where the hardware runs it fast, else fp32")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Optional[int] = Field(None, ge=1)
-    tensorboard: bool = False
+    threads: Optional[Int] = Field(None, ge=1, le=4096)
+    tensorboard: Bool = False
 
 
 class DecodeConfig(Section):
-    beam: int = Field(5, ge=1)
-    alpha: float = Field(0.6, ge=0, description="GNMT length penalty; 0 turns it off")
-    max_len_a: float = Field(1.2, ge=0)
-    max_len_b: int = Field(10, ge=0)
-    min_len: int = Field(0, ge=0)
-    no_repeat_ngram: int = Field(0, ge=0)
-    batch_tokens: int = Field(4096, ge=16)
+    beam: Int = Field(5, ge=1, le=1024, description="at most 1024")
+    alpha: Float = Field(0.6, ge=0, le=100, description="GNMT length penalty; 0 turns it off")
+    max_len_a: Float = Field(1.2, ge=0, le=1000)
+    max_len_b: Int = Field(10, ge=0, le=MAX_LEN)
+    min_len: Int = Field(0, ge=0, le=MAX_LEN)
+    no_repeat_ngram: Int = Field(0, ge=0, le=MAX_LEN)
+    batch_tokens: Int = Field(4096, ge=16, le=MAX_BATCH_TOKENS, description=f"at most {MAX_BATCH_TOKENS:,}")
 
 
 class Recipe(Section):
     name: str
     run_dir: Path
-    seed: int = 1
+    seed: Int = Field(1, ge=0, le=2**63 - 1)
     data: DataConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -274,10 +323,38 @@ def _describe(err: ValidationError, path: Path, overrides) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if "input" in first and kind not in ("model_type",) and not isinstance(first["input"], dict):
-            msg += f" (got {first['input']!r})"
+            msg += f" (got {_shown(first['input'])})"
+        if kind in _BOUND_ERRORS:
+            info = _field_info(loc)
+            if info is not None and info.description:
+                msg += f"; {info.description}"
     more = len(err.errors()) - 1
     tail = f" [and {more} more problem{'s' if more > 1 else ''}]" if more else ""
     return f"{path}: {key}{origin}: {msg}{tail}"
+
+
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "number_too_large"}
+
+
+def _shown(value: Any) -> str:
+    """A value as the recipe spells it (true, not True), cut short: the input may be huge."""
+    if isinstance(value, bool) or value is None:
+        text = yaml.safe_dump(value).split("\n")[0]
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_info(loc: list[str]):
+    """The pydantic FieldInfo at a dotted location, or None (a tuple item, an unknown key)."""
+    model: Any = Recipe
+    info = None
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        model = _section_type(info.annotation)
+    return info
 
 
 def _known_keys(loc: list[str]) -> list[str]:
