@@ -213,7 +213,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise UsageError(_describe(err, path, overrides)) from None
-    _resolve_paths(recipe, path.resolve().parent)
+    _resolve_paths(recipe, path.resolve().parent, path)
     if check_files:
         _check_files(recipe, path)
     return recipe
@@ -274,10 +274,13 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
     node[parts[-1]] = value
 
 
-def _resolve_paths(recipe: Recipe, base: Path) -> None:
+def _resolve_paths(recipe: Recipe, base: Path, origin: Path) -> None:
     def resolve(p: Path) -> Path:
-        p = p.expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
+        try:
+            p = p.expanduser()
+            return p if p.is_absolute() else (base / p).resolve()
+        except (OSError, RuntimeError) as err:  # ~nosuchuser, a symlink loop
+            raise UsageError(f"{origin}: cannot resolve the path {p}: {err}") from None
 
     recipe.run_dir = resolve(recipe.run_dir)
     for corpus in (recipe.data.train, recipe.data.valid, recipe.data.test):
@@ -289,6 +292,9 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
                 object.__setattr__(corpus, attr, resolve(value))
 
 
+SNIFF_BYTES = 64 * 1024  # a data file is judged by its head, never read whole here
+
+
 def _check_files(recipe: Recipe, path: Path) -> None:
     for split in ("train", "valid", "test"):
         corpus = getattr(recipe.data, split)
@@ -296,8 +302,32 @@ def _check_files(recipe: Recipe, path: Path) -> None:
             continue
         for attr in ("src", "tgt", "path"):
             value = getattr(corpus, attr)
-            if value is not None and not value.is_file():
-                raise UsageError(f"{path}: data.{split}.{attr}: file not found: {value}")
+            if value is not None:
+                _check_data_file(value, f"{path}: data.{split}.{attr}")
+    # the first part of run_dir that exists must be a folder, or nothing can be written there
+    for part in (recipe.run_dir, *recipe.run_dir.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError(f"{path}: run_dir: {part} exists and is not a directory")
+            break
+
+
+def _check_data_file(file: Path, where: str) -> None:
+    if file.is_dir():
+        raise UsageError(f"{where}: a directory, not a file: {file}")
+    if not file.exists():
+        raise UsageError(f"{where}: file not found: {file}")
+    if not file.is_file():  # a FIFO or a device: it could block, or never end
+        raise UsageError(f"{where}: not a regular file: {file}")
+    try:
+        with open(file, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as err:
+        raise UsageError(f"{where}: cannot read {file}: {err.strerror or err}") from None
+    if not head:
+        raise UsageError(f"{where}: empty file: {file}")
+    if len(head) < SNIFF_BYTES and not head.strip():
+        raise UsageError(f"{where}: holds only blank lines: {file}")
 
 
 # ---------------------------------------------------------------------------------------------
