@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from .. import safe_yaml
 from ..checkpoint import MODEL_FILE, RECIPE_FILE, load_model_state
 from ..errors import TxError
 from ..model import ModelConfig, Seq2SeqTransformer
@@ -55,8 +56,8 @@ def read_run_recipe(run_dir: Path) -> Recipe:
     if not path.is_file():
         raise TxError(f"{path}: missing: not a tx run directory")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        data = safe_yaml.load(safe_yaml.read_text(path))
+    except (yaml.YAMLError, UnicodeDecodeError, safe_yaml.Refused, OSError) as err:
         raise TxError(f"{path}: damaged ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise TxError(f"{path}: damaged (not a mapping)")
