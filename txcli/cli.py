@@ -116,6 +116,13 @@ def _load(recipe: Path, overrides: Optional[List[str]], check_files: bool = True
     return load_recipe(recipe, overrides or [], check_files=check_files)
 
 
+def _memory_warning(r) -> None:
+    """load_recipe refuses a model that cannot fit; one that would take most of the machine is a warning."""
+    from .recipe import memory_estimate
+
+    _warn(memory_estimate(r).warning)
+
+
 # --------------------------------------------------------------------------- decoding options
 # translate, evaluate and attention-dump share these; None means "the recipe's decode section".
 
@@ -166,11 +173,14 @@ def recipe_check(
     set_: Optional[List[str]] = SetOption,
 ):
     """Validate a recipe (types, values, data files) and print it resolved, defaults filled in."""
-    from .recipe import dump_yaml
+    from .recipe import dump_yaml, memory_estimate
 
     r = _load(recipe, set_)
     out.print(dump_yaml(r.to_plain()), markup=False, highlight=False, end="")
-    err.print(f"[green]ok[/]: {recipe} is valid; run directory {r.run_dir}")
+    estimate = memory_estimate(r)
+    _warn(estimate.warning)
+    err.print(f"[green]ok[/]: {_escape(str(recipe))} is valid; run directory {_escape(str(r.run_dir))}; "
+              f"{estimate.parameters:,} parameters, training needs about {estimate.total_bytes / (1 << 30):.1f} GiB")
 
 
 @app.command("train-tokenizer")
@@ -211,6 +221,7 @@ def train(
     from .progress import train_progress
 
     r = _load(recipe, set_)
+    _memory_warning(r)
     with train_progress(err) as progress:
         result = run_training(r, resume=resume, progress=progress.event)
     if result.rank != 0:

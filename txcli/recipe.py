@@ -8,15 +8,65 @@ recipe's folder. `--set key=value` overrides are parsed as YAML and merged befor
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic.types import AllowInfNan
+from pydantic_core import PydanticCustomError
 
+from . import safe_yaml
 from .errors import TxError, UsageError
 from .model_schema import check_heads_divide
+
+# ---------------------------------------------------------------------------------------------
+# numbers: strict, so that `heads: true` is an error and not 1
+#
+# A bool is never a number. YAML 1.1 reads `3e-4` (no dot) as a string, and recipes write learning
+# rates that way, so a string spelling a plain decimal number (digits, optional point, optional
+# exponent) is read as that number, in int and float fields alike; any other string is refused.
+# An int field takes a whole number however it is spelled (4, 4.0, "1e5"): 4.0 *is* 4; 4.5 is
+# refused. inf and nan are refused everywhere.
+
+_NUMBER_TEXT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_DIGITS = re.compile(r"[-+]?\d{1,64}")
+
+
+def _number_from_text(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value):
+        # float() turns an absurdly long spelling into inf, which is then refused; int() would raise
+        return int(value) if _DIGITS.fullmatch(value) else float(value)
+    return value
+
+
+def _whole_number(value: Any) -> Any:
+    value = _number_from_text(value)
+    if isinstance(value, float) and value.is_integer():
+        if abs(value) > 2**53:  # no longer exact as a float, and far past every bound here
+            raise PydanticCustomError("number_too_large", "Input is far out of range")
+        return int(value)
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_whole_number), Strict()]
+Float = Annotated[float, BeforeValidator(_number_from_text), Strict(), AllowInfNan(False)]
+Bool = Annotated[bool, Strict()]  # true/false (YAML also reads yes/no, on/off); not 1, not "true"
+
+# Upper bounds: far past any real model or run, low enough that a slip (an extra zero, 10^30)
+# is an error here instead of an allocation that takes the machine down. README: Recipes, Limits.
+MAX_WIDTH = 16_384  # d_model
+MAX_FF = 65_536
+MAX_HEADS = 256
+MAX_LAYERS = 64
+MAX_VOCAB = 1_000_000
+MAX_LEN = 65_536  # subword tokens per sentence side
+MAX_BATCH_TOKENS = 10_000_000
+MAX_STEPS = 1_000_000_000
 
 
 class Section(BaseModel):
@@ -58,27 +108,27 @@ class DataConfig(Section):
     train: Corpus
     valid: Corpus
     test: Optional[Corpus] = None
-    max_len: int = Field(128, ge=2, description="longest pair kept, in subword tokens per side")
+    max_len: Int = Field(128, ge=2, le=MAX_LEN, description=f"longest pair kept, in subword tokens per side (at most {MAX_LEN})")
 
 
 class TokenizerConfig(Section):
     kind: Literal["bpe", "unigram", "wordpiece"] = "bpe"
-    vocab_size: int = Field(8000, ge=16)
-    joint: bool = True
-    min_frequency: int = Field(2, ge=1)
-    lowercase: bool = False
+    vocab_size: Int = Field(8000, ge=16, le=MAX_VOCAB, description=f"subwords (at most {MAX_VOCAB:,})")
+    joint: Bool = True
+    min_frequency: Int = Field(2, ge=1, le=MAX_STEPS, description="a subword must occur this often")
+    lowercase: Bool = False
 
 
 class ModelSection(Section):
-    d_model: int = Field(256, ge=8)
-    heads: int = Field(4, ge=1)
-    ff: int = Field(1024, ge=8)
-    encoder_layers: int = Field(3, ge=1)
-    decoder_layers: int = Field(3, ge=1)
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    d_model: Int = Field(256, ge=8, le=MAX_WIDTH, description=f"model width (at most {MAX_WIDTH})")
+    heads: Int = Field(4, ge=1, le=MAX_HEADS, description=f"attention heads (at most {MAX_HEADS})")
+    ff: Int = Field(1024, ge=8, le=MAX_FF, description=f"feed-forward width (at most {MAX_FF})")
+    encoder_layers: Int = Field(3, ge=1, le=MAX_LAYERS, description=f"at most {MAX_LAYERS}")
+    decoder_layers: Int = Field(3, ge=1, le=MAX_LAYERS, description=f"at most {MAX_LAYERS}")
+    dropout: Float = Field(0.1, ge=0.0, lt=1.0)
     norm: Literal["pre", "post"] = "pre"
     activation: Literal["relu", "gelu"] = "relu"
-    tie_embeddings: bool = True
+    tie_embeddings: Bool = True
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelSection":
@@ -88,50 +138,50 @@ class ModelSection(Section):
 
 class EarlyStop(Section):
     metric: Literal["bleu", "chrf", "loss"] = "bleu"
-    patience: int = Field(5, ge=1, description="validations without improvement before stopping")
+    patience: Int = Field(5, ge=1, le=MAX_STEPS, description="validations without improvement before stopping")
 
 
 class TrainConfig(Section):
-    batch_tokens: int = Field(4096, ge=16)
-    accum_steps: int = Field(1, ge=1)
-    lr: float = Field(5e-4, gt=0)
-    warmup: int = Field(1000, ge=0)
+    batch_tokens: Int = Field(4096, ge=16, le=MAX_BATCH_TOKENS, description=f"padded tokens per batch and side (at most {MAX_BATCH_TOKENS:,})")
+    accum_steps: Int = Field(1, ge=1, le=10_000, description="batches per update (at most 10,000)")
+    lr: Float = Field(5e-4, gt=0, le=10, description="peak learning rate (at most 10)")
+    warmup: Int = Field(1000, ge=0, le=MAX_STEPS)
     schedule: Literal["inverse_sqrt", "cosine"] = "inverse_sqrt"
-    min_lr: float = Field(0.0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = Field(1e-9, gt=0)
-    clip_norm: float = Field(1.0, ge=0, description="0 disables clipping")
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    max_steps: int = Field(3000, ge=1)
-    max_minutes: Optional[float] = Field(None, gt=0, description="stop after this wall time")
-    log_every: int = Field(50, ge=1)
-    eval_every: int = Field(250, ge=1)
-    valid_max_sentences: Optional[int] = Field(None, ge=1, description="decode at most this many for BLEU")
-    keep_best: int = Field(3, ge=1)
-    keep_last: int = Field(3, ge=0, description="also keep the latest N validated checkpoints (for tx average --last)")
-    pool_size: int = Field(50_000, ge=1, description="pairs length-sorted into batches at a time; bounds memory")
+    min_lr: Float = Field(0.0, ge=0, le=10, description="at most 10")
+    weight_decay: Float = Field(0.0, ge=0, le=10, description="at most 10")
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = (0.9, 0.98)
+    eps: Float = Field(1e-9, gt=0, le=1)
+    clip_norm: Float = Field(1.0, ge=0, le=1e6, description="0 disables clipping")
+    label_smoothing: Float = Field(0.1, ge=0, lt=1)
+    max_steps: Int = Field(3000, ge=1, le=MAX_STEPS)
+    max_minutes: Optional[Float] = Field(None, gt=0, le=1e7, description="stop after this wall time")
+    log_every: Int = Field(50, ge=1, le=MAX_STEPS)
+    eval_every: Int = Field(250, ge=1, le=MAX_STEPS)
+    valid_max_sentences: Optional[Int] = Field(None, ge=1, le=MAX_STEPS, description="decode at most this many for BLEU")
+    keep_best: Int = Field(3, ge=1, le=10_000, description="at most 10,000")
+    keep_last: Int = Field(3, ge=0, le=10_000, description="also keep the latest N validated checkpoints (for tx average --last)")
+    pool_size: Int = Field(50_000, ge=1, le=100_000_000, description="pairs length-sorted into batches at a time; bounds memory")
     early_stop: Optional[EarlyStop] = Field(default_factory=EarlyStop)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("fp32", description="auto: bf16 where the hardware runs it fast, else fp32")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: Optional[int] = Field(None, ge=1)
-    tensorboard: bool = False
+    threads: Optional[Int] = Field(None, ge=1, le=4096)
+    tensorboard: Bool = False
 
 
 class DecodeConfig(Section):
-    beam: int = Field(5, ge=1)
-    alpha: float = Field(0.6, ge=0, description="GNMT length penalty; 0 turns it off")
-    max_len_a: float = Field(1.2, ge=0)
-    max_len_b: int = Field(10, ge=0)
-    min_len: int = Field(0, ge=0)
-    no_repeat_ngram: int = Field(0, ge=0)
-    batch_tokens: int = Field(4096, ge=16)
+    beam: Int = Field(5, ge=1, le=1024, description="at most 1024")
+    alpha: Float = Field(0.6, ge=0, le=100, description="GNMT length penalty; 0 turns it off")
+    max_len_a: Float = Field(1.2, ge=0, le=1000)
+    max_len_b: Int = Field(10, ge=0, le=MAX_LEN)
+    min_len: Int = Field(0, ge=0, le=MAX_LEN)
+    no_repeat_ngram: Int = Field(0, ge=0, le=MAX_LEN)
+    batch_tokens: Int = Field(4096, ge=16, le=MAX_BATCH_TOKENS, description=f"at most {MAX_BATCH_TOKENS:,}")
 
 
 class Recipe(Section):
     name: str
     run_dir: Path
-    seed: int = 1
+    seed: Int = Field(1, ge=0, le=2**63 - 1)
     data: DataConfig
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelSection = Field(default_factory=ModelSection)
@@ -163,9 +213,13 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise UsageError(_describe(err, path, overrides)) from None
-    _resolve_paths(recipe, path.resolve().parent)
+    _resolve_paths(recipe, path.resolve().parent, path)
     if check_files:
         _check_files(recipe, path)
+    estimate = memory_estimate(recipe)
+    if estimate.too_big:
+        raise UsageError(f"{path}: {estimate.describe()}; make the model (model.*, tokenizer.vocab_size) "
+                         f"or train.batch_tokens smaller")
     return recipe
 
 
@@ -191,7 +245,12 @@ def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise UsageError(f"{path}: recipe not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml.load(safe_yaml.read_text(path))
+    except safe_yaml.Refused as err:
+        where = f" line {err.line}" if err.line is not None else ""
+        raise UsageError(f"{path}:{where}: refused: {err}") from None
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the recipe: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -209,12 +268,16 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
     key = key.strip()
     if not sep or not key:
         raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=3e-4")
+    parts = key.split(".")
+    if not all(parts):
+        raise UsageError(f"--set {item!r}: empty key segment in {key!r}")
     try:
-        value = yaml.safe_load(text) if text.strip() else None
+        value = safe_yaml.load(text) if text.strip() else None
+    except safe_yaml.Refused as err:
+        raise UsageError(f"--set {item!r}: refused: {err}") from None
     except yaml.YAMLError:
         value = text
     node = raw
-    parts = key.split(".")
     for part in parts[:-1]:
         child = node.get(part)
         if child is None:
@@ -225,10 +288,13 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
     node[parts[-1]] = value
 
 
-def _resolve_paths(recipe: Recipe, base: Path) -> None:
+def _resolve_paths(recipe: Recipe, base: Path, origin: Path) -> None:
     def resolve(p: Path) -> Path:
-        p = p.expanduser()
-        return p if p.is_absolute() else (base / p).resolve()
+        try:
+            p = p.expanduser()
+            return p if p.is_absolute() else (base / p).resolve()
+        except (OSError, RuntimeError) as err:  # ~nosuchuser, a symlink loop
+            raise UsageError(f"{origin}: cannot resolve the path {p}: {err}") from None
 
     recipe.run_dir = resolve(recipe.run_dir)
     for corpus in (recipe.data.train, recipe.data.valid, recipe.data.test):
@@ -240,6 +306,9 @@ def _resolve_paths(recipe: Recipe, base: Path) -> None:
                 object.__setattr__(corpus, attr, resolve(value))
 
 
+SNIFF_BYTES = 64 * 1024  # a data file is judged by its head, never read whole here
+
+
 def _check_files(recipe: Recipe, path: Path) -> None:
     for split in ("train", "valid", "test"):
         corpus = getattr(recipe.data, split)
@@ -247,8 +316,133 @@ def _check_files(recipe: Recipe, path: Path) -> None:
             continue
         for attr in ("src", "tgt", "path"):
             value = getattr(corpus, attr)
-            if value is not None and not value.is_file():
-                raise UsageError(f"{path}: data.{split}.{attr}: file not found: {value}")
+            if value is not None:
+                _check_data_file(value, f"{path}: data.{split}.{attr}")
+    # the first part of run_dir that exists must be a folder, or nothing can be written there
+    for part in (recipe.run_dir, *recipe.run_dir.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise UsageError(f"{path}: run_dir: {part} exists and is not a directory")
+            break
+
+
+def _check_data_file(file: Path, where: str) -> None:
+    if file.is_dir():
+        raise UsageError(f"{where}: a directory, not a file: {file}")
+    if not file.exists():
+        raise UsageError(f"{where}: file not found: {file}")
+    if not file.is_file():  # a FIFO or a device: it could block, or never end
+        raise UsageError(f"{where}: not a regular file: {file}")
+    try:
+        with open(file, "rb") as f:
+            head = f.read(SNIFF_BYTES)
+    except OSError as err:
+        raise UsageError(f"{where}: cannot read {file}: {err.strerror or err}") from None
+    if not head:
+        raise UsageError(f"{where}: empty file: {file}")
+    if len(head) < SNIFF_BYTES and not head.strip():
+        raise UsageError(f"{where}: holds only blank lines: {file}")
+
+
+# ---------------------------------------------------------------------------------------------
+# memory, estimated before a model is built (no torch here: `tx recipe check` stays fast)
+
+WARN_SHARE = 0.5  # warn past half the machine's memory; refuse past all of it
+ACTIVATION_FLOATS_PER_LAYER = 16  # x d_model, per token and layer: see memory_estimate
+LOGIT_FLOATS = 3  # logits, their log-softmax and its gradient, per target token and subword
+
+
+def parameter_count(recipe: Recipe) -> int:
+    """Parameters of the model the recipe builds (txcli/model.py), with a vocabulary of
+    tokenizer.vocab_size on each side (the trained one may come out a little smaller)."""
+    m, v = recipe.model, recipe.tokenizer.vocab_size
+    d, f = m.d_model, m.ff
+    attention = 4 * d * d + 4 * d  # fused Q,K,V and the output projection, with biases
+    feed_forward = 2 * d * f + f + d
+    norm = 2 * d
+    encoder_layer = attention + feed_forward + 2 * norm
+    decoder_layer = 2 * attention + feed_forward + 3 * norm  # self- and cross-attention
+    shared = m.tie_embeddings and recipe.tokenizer.joint
+    embeddings = v * d * (1 if shared else 2)
+    output = 0 if m.tie_embeddings else v * d + v
+    final_norms = 2 * norm if m.norm == "pre" else 0
+    return (m.encoder_layers * encoder_layer + m.decoder_layers * decoder_layer
+            + embeddings + output + final_norms)
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    parameters: int
+    state_bytes: int  # weights, gradients, AdamW's two moments
+    activation_bytes: int
+    machine_bytes: Optional[int]  # None where it cannot be read
+
+    @property
+    def total_bytes(self) -> int:
+        return self.state_bytes + self.activation_bytes
+
+    @property
+    def too_big(self) -> bool:
+        return self.machine_bytes is not None and self.total_bytes > self.machine_bytes
+
+    @property
+    def warning(self) -> Optional[str]:
+        """A line to print when training would take more than half the machine's memory."""
+        if self.machine_bytes is None or self.too_big or self.total_bytes <= WARN_SHARE * self.machine_bytes:
+            return None
+        return self.describe()
+
+    def describe(self) -> str:
+        gib = 1 << 30
+        of = f" of this machine's {self.machine_bytes / gib:.1f} GiB" if self.machine_bytes else ""
+        return (f"training needs about {self.total_bytes / gib:.1f} GiB{of} "
+                f"({self.parameters:,} parameters: {self.state_bytes / gib:.1f} GiB for fp32 weights, "
+                f"gradients and AdamW state; {self.activation_bytes / gib:.1f} GiB of activations)")
+
+
+def memory_estimate(recipe: Recipe) -> MemoryEstimate:
+    """Training memory, roughly, in fp32 (bf16 and fp16 need less activation memory, not less state):
+
+        state       = 4 bytes x parameters x 4        (weights, gradients, AdamW's m and v)
+        activations = 4 bytes x batch_tokens x ((encoder_layers + decoder_layers)
+                                                 x (16 x d_model + 2 x ff) + 3 x vocab_size)
+
+    batch_tokens bounds the padded tokens of a batch on each side. Per token, a layer keeps
+    about 16 x d_model floats for the backward pass (its inputs, Q/K/V, attention output, norms,
+    dropout masks) and 2 x ff for the feed-forward hidden layer and its activation; the output
+    layer keeps logits, log-softmax and gradient over the whole vocabulary. Compared with
+    total memory: past it the recipe is refused, past half of it `recipe check` and `train` warn.
+    """
+    m, t = recipe.model, recipe.train
+    params = parameter_count(recipe)
+    per_token = ((m.encoder_layers + m.decoder_layers) * (ACTIVATION_FLOATS_PER_LAYER * m.d_model + 2 * m.ff)
+                 + LOGIT_FLOATS * recipe.tokenizer.vocab_size)
+    return MemoryEstimate(parameters=params, state_bytes=4 * 4 * params,
+                          activation_bytes=4 * t.batch_tokens * per_token, machine_bytes=machine_memory())
+
+
+def machine_memory() -> Optional[int]:
+    """Total memory in bytes: physical RAM, or the container's cgroup limit if that is lower.
+    On CUDA the device is not known when a recipe is checked, so RAM stands in for it."""
+    total = None
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        try:
+            with open("/proc/meminfo") as f:
+                for line in f:
+                    if line.startswith("MemTotal:"):
+                        total = int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit() and (total is None or int(limit) < total):
+            total = int(limit)
+    except OSError:
+        pass
+    return total
 
 
 # ---------------------------------------------------------------------------------------------
@@ -274,10 +468,38 @@ def _describe(err: ValidationError, path: Path, overrides) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         if "input" in first and kind not in ("model_type",) and not isinstance(first["input"], dict):
-            msg += f" (got {first['input']!r})"
+            msg += f" (got {_shown(first['input'])})"
+        if kind in _BOUND_ERRORS:
+            info = _field_info(loc)
+            if info is not None and info.description:
+                msg += f"; {info.description}"
     more = len(err.errors()) - 1
     tail = f" [and {more} more problem{'s' if more > 1 else ''}]" if more else ""
     return f"{path}: {key}{origin}: {msg}{tail}"
+
+
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "number_too_large"}
+
+
+def _shown(value: Any) -> str:
+    """A value as the recipe spells it (true, not True), cut short: the input may be huge."""
+    if isinstance(value, bool) or value is None:
+        text = yaml.safe_dump(value).split("\n")[0]
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _field_info(loc: list[str]):
+    """The pydantic FieldInfo at a dotted location, or None (a tuple item, an unknown key)."""
+    model: Any = Recipe
+    info = None
+    for part in loc:
+        if model is None or part not in model.model_fields:
+            return None
+        info = model.model_fields[part]
+        model = _section_type(info.annotation)
+    return info
 
 
 def _known_keys(loc: list[str]) -> list[str]:
