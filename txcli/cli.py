@@ -258,7 +258,7 @@ def average(
 @user_errors
 @decode_options
 def translate(
-    run_dir: Path = typer.Argument(..., help="Run directory of a trained model."),
+    run_dirs: List[Path] = typer.Argument(..., help="Run directory of a trained model (or a checkpoint directory in one); several: decode with their ensemble, settings from the first."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="Source sentences, one a line (default: stdin)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, whole or not at all (default: stdout, flushed as it goes)."),
     fmt: str = typer.Option("text", "--format", help="text: one translation a line (n-best: tab-separated); jsonl: source, hypotheses and scores."),
@@ -275,7 +275,7 @@ def translate(
     from .views import truncation_warning
 
     decode.nbest = nbest
-    run = open_for_decoding(run_dir, device, threads)
+    run = open_for_decoding(run_dirs, device, threads)
     decoding = run_decoding(run, decode)
     _warn(decoding.warning)
     formatter = Formatter(run, fmt, tokens)
@@ -288,7 +288,7 @@ def translate(
 @app.command("score")
 @user_errors
 def score(
-    run_dir: Path = typer.Argument(..., help="Run directory of a trained model."),
+    run_dirs: List[Path] = typer.Argument(..., help="Run directory of a trained model (or a checkpoint directory in one); several: their ensemble's mean log-probability."),
     src: Path = typer.Option(..., "--src", help="Source sentences, one a line."),
     tgt: Path = typer.Option(..., "--tgt", help="Their translations, one a line."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here instead of stdout."),
@@ -304,7 +304,7 @@ def score(
     from .views import truncation_warning
 
     check_request(src, tgt, fmt, batch_tokens)
-    run = open_for_decoding(run_dir, device, threads)
+    run = open_for_decoding(run_dirs, device, threads)
     summary = score_to(run, src, tgt, output, sys.stdout.buffer, batch_tokens=batch_tokens, jsonl=fmt == "jsonl",
                        show_tokens=tokens, precision=precision, errors=input_errors)
     _warn(summary.warning)
@@ -316,7 +316,7 @@ def score(
 @user_errors
 @decode_options
 def evaluate(
-    run_dir: Optional[Path] = typer.Argument(None, help="Run directory to translate --src with (not needed with --hyp)."),
+    run_dirs: Optional[List[Path]] = typer.Argument(None, help="Run directory to translate --src with (not needed with --hyp); several: their ensemble."),
     src: Optional[Path] = typer.Option(None, "--src", help="Source sentences to translate (default, with no files given: the recipe's test split)."),
     ref: Optional[Path] = typer.Option(None, "--ref", help="Reference translations, one a line."),
     hyp: Optional[Path] = typer.Option(None, "--hyp", help="Score this hypothesis file instead of translating."),
@@ -334,7 +334,7 @@ def evaluate(
     from .views import evaluation_table
 
     req = EvalRequest(ref=ref, src=src, hyp=hyp, output=output, input_errors=input_errors)
-    run, decoding, req = prepare(run_dir, req, decode, device, threads)
+    run, decoding, req = prepare(list(run_dirs or []) or None, req, decode, device, threads)
     _warn(decoding and decoding.warning)
     with err.status("evaluate: translating" if hyp is None else "evaluate: scoring") as status:
         result = run_evaluate(run, req, decoding, lambda n: status.update(f"evaluate: translated {n} sentences"))

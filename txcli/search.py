@@ -7,6 +7,10 @@ a *step function* picks each sentence's next K hypotheses from the K x V candida
 is pure, so tests can drive it with made-up log-probabilities. Sentences that are done leave the
 batch, so the work shrinks as they finish.
 
+An `Ensemble` of models decodes in the same loop: each model keeps its own key/value cache, and
+the next-token log-probability is the mean of the models' log-probabilities (a geometric mean of
+their distributions, not renormalised), so `logprob` is that mean summed over the tokens.
+
 Scores: `logprob` is the model's log-probability of the tokens and </s>; `score` divides it by the
 GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016), length counting </s>; the
 search ranks finished hypotheses by `score`.
@@ -207,6 +211,16 @@ class Workspace:
 
     def __init__(self):
         self.storage: Optional[Tensor] = None
+        self._parts: list["Workspace"] = []
+
+    def part(self, i: int) -> "Workspace":
+        """The workspace of an ensemble's i-th model (0: this one): each model's cache needs
+        memory of its own."""
+        if i == 0:
+            return self
+        while len(self._parts) < i:
+            self._parts.append(Workspace())
+        return self._parts[i - 1]
 
     def take(self, size: int, like: Tensor) -> Tensor:
         s = self.storage
@@ -231,6 +245,44 @@ class _CachedDecoder:
 
     def select(self, rows: Tensor, sentences: Tensor) -> None:
         self.cache.select(rows, sentences)
+
+
+class _EnsembleDecoder:
+    """One decoder per model, each with its own cache; the mean of their log-probabilities."""
+
+    def __init__(self, decoders: list):
+        self.decoders = decoders
+
+    def log_probs(self, history: Tensor, step: int) -> Tensor:
+        total = self.decoders[0].log_probs(history, step)
+        for d in self.decoders[1:]:
+            total += d.log_probs(history, step)  # each call returns a fresh tensor
+        return total.div_(len(self.decoders))
+
+    def select(self, rows: Tensor, sentences: Tensor) -> None:
+        for d in self.decoders:
+            d.select(rows, sentences)
+
+
+class Ensemble:
+    """Several models that share the target vocabulary, decoded together (see the module
+    docstring). `cfg` is the first model's: pad id and vocabulary are the same for all."""
+
+    def __init__(self, models: list[Seq2SeqTransformer]):
+        if not models:
+            raise ValueError("an ensemble needs at least one model")
+        if len({m.cfg.tgt_vocab_size for m in models}) > 1 or len({m.cfg.pad_id for m in models}) > 1:
+            raise ValueError("the models of an ensemble must share the target vocabulary")
+        self.models = list(models)
+        self.cfg = models[0].cfg
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+def members(model) -> list[Seq2SeqTransformer]:
+    """The models behind a model or an ensemble."""
+    return list(model.models) if isinstance(model, Ensemble) else [model]
 
 
 class _RecomputingDecoder:
@@ -281,20 +333,23 @@ class _Finished:
 StepFn = Callable[[Tensor, Tensor, int], Step]
 
 
-def _decode(model: Seq2SeqTransformer, src: Tensor, K: int, nbest: int, step_fn: StepFn,
+def _decode(model, src: Tensor, K: int, nbest: int, step_fn: StepFn,
             cfg: SearchConfig, bos_id: int, eos_id: int, use_cache: bool,
             workspace: Optional[Workspace] = None) -> list[list[Hypothesis]]:
     """The shared loop. src [B,S] padded; K rows per sentence; returns the best `nbest`
     finished hypotheses per sentence, best first."""
+    models = members(model)
     device, pad_id = src.device, model.cfg.pad_id
     B = src.size(0)
-    max_len = max_output_lengths(src, pad_id, cfg.max_len_a, cfg.max_len_b, model.cfg.max_positions - 1)
+    max_positions = min(m.cfg.max_positions for m in models)
+    max_len = max_output_lengths(src, pad_id, cfg.max_len_a, cfg.max_len_b, max_positions - 1)
     capacity = int(max_len.max()) + 1  # the last step can only add </s>
     src_pad = src == pad_id
-    memory = model.encode(src)
     expand = torch.arange(B, device=device).repeat_interleave(K)  # K rows per sentence
     Decoder = _CachedDecoder if use_cache else _RecomputingDecoder
-    decoder = Decoder(model, memory, src_pad, capacity, B * K, workspace)
+    decoders = [Decoder(m, m.encode(src), src_pad, capacity, B * K, workspace and workspace.part(i))
+                for i, m in enumerate(models)]
+    decoder = decoders[0] if len(decoders) == 1 else _EnsembleDecoder(decoders)
     decoder.select(expand, torch.arange(B, device=device))  # the beams of a sentence share its memory
 
     sentences = torch.arange(B, device=device)  # original index of each sentence still decoding
@@ -356,9 +411,9 @@ def _keep_order(done: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def beam_search(model: Seq2SeqTransformer, src: Tensor, cfg: SearchConfig, bos_id: int, eos_id: int,
+def beam_search(model, src: Tensor, cfg: SearchConfig, bos_id: int, eos_id: int,
                 use_cache: bool = True, workspace: Optional[Workspace] = None) -> list[list[Hypothesis]]:
-    """Batched beam search (beam 1: greedy). src [B,S] padded with pad_id. Returns per sentence
+    """Batched beam search (beam 1: greedy) with a model or an Ensemble. src [B,S] padded with pad_id. Returns per sentence
     the best cfg.nbest hypotheses, best first. use_cache=False recomputes every prefix (slow;
     the reference the cache is checked against). A workspace lends its memory to the cache
     (one per sequence of batches)."""
@@ -366,7 +421,7 @@ def beam_search(model: Seq2SeqTransformer, src: Tensor, cfg: SearchConfig, bos_i
 
 
 @torch.inference_mode()
-def sample(model: Seq2SeqTransformer, src: Tensor, cfg: SearchConfig, bos_id: int, eos_id: int,
+def sample(model, src: Tensor, cfg: SearchConfig, bos_id: int, eos_id: int,
            generator: Optional[torch.Generator] = None) -> list[list[Hypothesis]]:
     """cfg.nbest independent samples per sentence, ranked by score."""
     n = cfg.nbest

@@ -35,13 +35,14 @@ def default_test_files(run: Run, req: EvalRequest) -> EvalRequest:
     return EvalRequest(ref=test.tgt, src=test.src, output=req.output)
 
 
-def prepare(run_dir: Optional[Path], req: EvalRequest, decode: DecodeOptions, device: str = "auto",
+def prepare(run_dir: Optional[Path] | list[Path], req: EvalRequest, decode: DecodeOptions, device: str = "auto",
             threads: Optional[int] = None) -> tuple[Optional[Run], Optional[Decoding], EvalRequest]:
     """The run and decoding settings a request needs (none to score a --hyp file), and the
-    request with the recipe's test split filled in when no file was given."""
+    request with the recipe's test split filled in when no file was given. Several run
+    directories translate as an ensemble (the first run's recipe decides the settings)."""
     if req.hyp is not None:
         return None, None, req
-    if run_dir is None:
+    if run_dir is None or (isinstance(run_dir, list) and not run_dir):
         raise UsageError("give a RUN_DIR to translate with, or --hyp FILE --ref FILE")
     run = open_for_decoding(run_dir, device, threads)
     return run, run_decoding(run, decode), default_test_files(run, req)

@@ -12,12 +12,14 @@ from typing import Optional
 
 import torch
 
-from ..checkpoint import MODEL_FILE, RECIPE_FILE, load_model_state, tokenizer_files
+from ..checkpoint import (CHECKPOINT_MODEL, CHECKPOINTS, MODEL_FILE, RECIPE_FILE, load_model_state,
+                          resolve_checkpoint_dir, tokenizer_files)
 from ..data import read_side
 from ..decoding import DecodeOptions, Decoding, check_choice, resolve_decoding
 from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
 from ..recipe import Recipe, read_saved_recipe
+from ..search import Ensemble
 from ..tokenizer import PAD_ID, SubwordTokenizer, train_tokenizer
 
 
@@ -27,7 +29,7 @@ class Run:
     recipe: Recipe
     src_tok: SubwordTokenizer
     tgt_tok: SubwordTokenizer
-    model: Seq2SeqTransformer
+    model: Seq2SeqTransformer  # or a search.Ensemble (open_runs with several runs)
     device: torch.device
 
 
@@ -116,12 +118,48 @@ def open_run(run_dir: Path, device: str = "auto", weights: Path | None = None) -
     return Run(run_dir, recipe, src_tok, tgt_tok, model, dev)
 
 
-def open_for_decoding(run_dir: Path, device: str = "auto", threads: Optional[int] = None) -> Run:
-    """open_run for the commands that decode: --device checked, --threads applied first."""
+def locate_weights(path: Path) -> tuple[Path, Optional[Path]]:
+    """(run directory, weights file) for a run directory (weights None: its model.safetensors)
+    or a checkpoint directory inside one (RUN/checkpoints/step-000500, RUN/checkpoints/last)."""
+    path = Path(path)
+    if (path / RECIPE_FILE).is_file() or not path.parent.name == CHECKPOINTS:
+        return path, None
+    found = resolve_checkpoint_dir(path)
+    if not found.is_dir():
+        raise TxError(f"{path}: no such checkpoint directory")
+    return path.parent.parent, found / CHECKPOINT_MODEL
+
+
+def open_for_decoding(run_dir: Path | list[Path], device: str = "auto", threads: Optional[int] = None) -> Run:
+    """open_run for the commands that decode: --device checked, --threads applied first. Several
+    run (or checkpoint) directories make one Run whose model is their Ensemble."""
     check_choice("--device", device, ("auto", "cpu", "cuda"))
     if threads is not None:
         torch.set_num_threads(threads)
-    return open_run(run_dir, device)
+    paths = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
+    if not paths:
+        raise UsageError("give at least one RUN_DIR")
+    return open_runs(paths, device)
+
+
+def open_runs(paths: list[Path], device: str = "auto") -> Run:
+    """Each path's model; the first run's recipe and tokenizers. Every run must use the same
+    tokenizers (same vocabularies on both sides), or the models' log-probabilities would not
+    line up."""
+    runs = []
+    for p in paths:
+        run_dir, weights = locate_weights(p)
+        runs.append(open_run(run_dir, device, weights))
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    for path, other in zip(paths[1:], runs[1:]):
+        for side, a, b in (("source", first.src_tok, other.src_tok), ("target", first.tgt_tok, other.tgt_tok)):
+            if a.hf.get_vocab() != b.hf.get_vocab():
+                raise UsageError(f"{path}: its {side} vocabulary differs from {paths[0]}'s; "
+                                 "an ensemble needs runs that share one tokenizer")
+    ensemble = Ensemble([r.model for r in runs])
+    return Run(first.run_dir, first.recipe, first.src_tok, first.tgt_tok, ensemble, first.device)
 
 
 def run_decoding(run: Run, opts: DecodeOptions) -> Decoding:

@@ -18,6 +18,7 @@ from ..data import read_pairs
 from ..decoding import check_choice, decoding_precision, pad_rows, precision_context, token_batches
 from ..errors import UsageError
 from ..recipe import Corpus
+from ..search import members
 from ..streams import chunks, input_errors, open_output
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run
@@ -35,17 +36,23 @@ class ScoreSummary:
 @torch.inference_mode()
 def token_logprobs(run: Run, pairs: list[tuple[list[int], list[int]]], batch_tokens: int,
                    precision: str = "fp32") -> list[list[float]]:
-    """Per pair (source ids + </s>, target ids): log p(token) for each target id and </s>."""
+    """Per pair (source ids + </s>, target ids): log p(token) for each target id and </s>. With
+    an ensemble: the mean of the models' log-probabilities, as in its beam search."""
     model = run.model
+    models = members(model)
     results: list[list[float]] = [[] for _ in pairs]
     widths = [max(len(s), len(t) + 1) for s, t in pairs]
     for batch in token_batches(widths, batch_tokens):
         src = pad_rows([pairs[i][0] for i in batch], model.cfg.pad_id, run.device)
         tgt_in = pad_rows([[BOS_ID] + pairs[i][1] for i in batch], model.cfg.pad_id, run.device)
         tgt_out = pad_rows([pairs[i][1] + [EOS_ID] for i in batch], model.cfg.pad_id, run.device)
-        with precision_context(precision, run.device):
-            logits = model(src, tgt_in)
-        picked = logits.float().log_softmax(-1).gather(2, tgt_out.unsqueeze(2)).squeeze(2)
+        picked = None
+        for m in models:
+            with precision_context(precision, run.device):
+                logits = m(src, tgt_in)
+            lp = logits.float().log_softmax(-1).gather(2, tgt_out.unsqueeze(2)).squeeze(2)
+            picked = lp if picked is None else picked + lp
+        picked = picked / len(models)
         for row, i in enumerate(batch):
             results[i] = picked[row, : len(pairs[i][1]) + 1].tolist()
     return results
