@@ -218,8 +218,10 @@ def test_a_few_steps_lower_the_loss_and_the_run_dir_is_complete(tiny_recipe: Pat
     assert_decodes(run.model)
 
 
-def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, tiny_recipe: Path):
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, tiny_recipe: Path, ema):
     common = ["model.dropout=0.2", "train.max_steps=30", "train.log_every=1", "train.eval_every=100"]
+    common += [f"train.ema={ema}"] if ema else []
     unbroken = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'a'}"])
     train(unbroken)
     broken = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'b'}", "train.max_steps=12"])
@@ -232,6 +234,13 @@ def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, ti
         assert b[step] == pytest.approx(a[step], rel=1e-6, abs=1e-7), step
     ends = [e for e in metrics(tmp_path / "b") if e["event"] == "end"]
     assert [e["step"] for e in ends] == [12, 30] and ends[1]["elapsed"] > ends[0]["elapsed"]
+    if ema:  # the moving average goes on from the checkpoint as if never stopped
+        ta, _ = ckpt.load_tensors(tmp_path / "a" / "checkpoints/last/trainer.safetensors")
+        tb, _ = ckpt.load_tensors(tmp_path / "b" / "checkpoints/last/trainer.safetensors")
+        keys = [k for k in ta if k.startswith("ema.")]
+        assert keys and keys == [k for k in tb if k.startswith("ema.")]
+        for k in keys:
+            torch.testing.assert_close(tb[k], ta[k], rtol=1e-5, atol=1e-6)
 
 
 def test_fresh_run_over_a_trained_one_and_bad_resumes_are_refused(tiny_recipe: Path):

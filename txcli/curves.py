@@ -40,11 +40,13 @@ def _num(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def series(events: list[dict], event: str, key: str) -> tuple[list[float], list[float], list[float]]:
-    """(steps, minutes, values) of one quantity; minutes are NaN where `elapsed` is missing."""
+def series(events: list[dict], event: str, key: str, weights: str = "model") -> tuple[list[float], list[float], list[float]]:
+    """(steps, minutes, values) of one quantity; minutes are NaN where `elapsed` is missing.
+    weights: validations of the trained weights ("model") or of their moving average ("ema")."""
     steps, minutes, values = [], [], []
     for e in events:
-        if e.get("event") == event and _num(e.get(key)) and _num(e.get("step")):
+        if (e.get("event") == event and _num(e.get(key)) and _num(e.get("step"))
+                and e.get("weights", "model") == weights):
             steps.append(float(e["step"]))
             minutes.append(float(e["elapsed"]) / 60 if _num(e.get("elapsed")) else float("nan"))
             values.append(float(e[key]))
@@ -84,6 +86,11 @@ def curve_pngs(path: Path, dpi: int = 100) -> dict[str, bytes]:
             a, b = fig.subplots(1, 2)
             _draw(a, steps, values, "step", f"{title} by step")
             _draw(b, minutes, values, "minutes", f"{title} by time")
+            ema = series(events, event, key, "ema")
+            if ema[2]:  # train.ema: the average's curve beside the trained weights'
+                _draw(a, ema[0], ema[2], "step", f"{title} by step")
+                _draw(b, ema[1], ema[2], "minutes", f"{title} by time")
+                a.legend(["model", "ema"], fontsize=8)
         else:
             fig = Figure(figsize=(5, 3.4), dpi=dpi, layout="constrained")
             _draw(fig.subplots(), steps, values, "step", title, log=key == "loss")

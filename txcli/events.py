@@ -49,6 +49,21 @@ class Setup(Event):
 
 
 @dataclass
+class InitFrom(Event):
+    """The run started from another run's weights (train.init_from)."""
+
+    kind: ClassVar[str] = "init"
+    step: int  # where this run's count starts: 0, or the source's step (init_reset optimizer/none)
+    source: str  # the weights file
+    reset: str  # train.init_reset
+
+    def describe(self) -> str:
+        kept = {"all": "weights only", "optimizer": "weights and step count",
+                "none": "weights, step count and optimizer state"}[self.reset]
+        return f"initialised from {self.source} ({kept}; step {self.step})"
+
+
+@dataclass
 class Start(Event):
     kind: ClassVar[str] = "start"
     step: int
@@ -109,12 +124,13 @@ class Validation(Event):
     bleu: float
     chrf: float
     best: bool  # the best so far by the early-stopping metric: saved as model.safetensors
+    weights: str = "model"  # which were scored: the trained weights, or their moving average (train.ema)
 
     def scores(self) -> dict:
         return {k: getattr(self, k) for k in SCORE_KEYS}
 
     def describe(self) -> str:
-        return (f"valid step {self.step:>6}  loss {self.loss:.4f}  ppl {self.ppl:.2f}  BLEU {self.bleu:.2f}  "
+        return (f"valid{' ema' if self.weights == 'ema' else ''} step {self.step:>6}  loss {self.loss:.4f}  ppl {self.ppl:.2f}  BLEU {self.bleu:.2f}  "
                 f"chrF {self.chrf:.2f}{'  (best)' if self.best else ''}  {clock(self.elapsed)}")
 
 

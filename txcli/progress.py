@@ -65,7 +65,7 @@ class LiveProgress(PlainProgress):
         elif isinstance(e, events.Log):
             self.last_log = e
             self.status = "training"
-        elif isinstance(e, events.Validation):
+        elif isinstance(e, events.Validation) and e.weights == "model":  # train.log has the EMA's too
             self.last_valid = e
             if e.best:
                 self.best = e

@@ -166,6 +166,14 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[Int] = Field(None, ge=1, le=4096)
     tensorboard: Bool = False
+    # continued training: start from another run's weights (a run directory, or a checkpoint
+    # directory in one); the tokenizer comes from there and the model section must match its
+    init_from: Optional[Path] = None
+    init_reset: Literal["all", "optimizer", "none"] = Field(
+        "all", description="all: only the weights carry over; optimizer: also the step count (so the "
+                           "schedule goes on); none: also the AdamW moments")
+    ema: Optional[Float] = Field(None, gt=0, lt=1, description="decay of an exponential moving average of "
+                                                                "the weights, e.g. 0.999 (off by default)")
 
 
 class DecodeConfig(Section):
@@ -297,6 +305,8 @@ def _resolve_paths(recipe: Recipe, base: Path, origin: Path) -> None:
             raise UsageError(f"{origin}: cannot resolve the path {p}: {err}") from None
 
     recipe.run_dir = resolve(recipe.run_dir)
+    if recipe.train.init_from is not None:
+        object.__setattr__(recipe.train, "init_from", resolve(recipe.train.init_from))
     for corpus in (recipe.data.train, recipe.data.valid, recipe.data.test):
         if corpus is None:
             continue

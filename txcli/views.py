@@ -94,6 +94,8 @@ def run_summary(out: Console, s) -> None:
     for section, values in s.recipe.items():
         recipe.add_row(f"[bold]{section}[/]", escape(_flat(values)))
     out.print(recipe)
+    if s.init_from:
+        out.print(f"[bold]initialised from[/] {escape(s.init_from)}")
     if s.vocab:
         joint = " (joint)" if s.vocab["joint"] else ""
         out.print(f"[bold]vocabulary[/]: source {s.vocab['source']:,}, target {s.vocab['target']:,}{joint}")

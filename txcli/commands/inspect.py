@@ -71,6 +71,7 @@ class RunSummary:
     history: Optional[History] = None
     checkpoints: list[Checkpoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what is missing, in words
+    init_from: Optional[str] = None  # train.init_from: the run it was started from
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -122,8 +123,8 @@ def read_history(path: Path) -> Optional[History]:
                 h.unreadable_lines += 1
             elif event.get("event") == "log":
                 _add_log(h, event, tokens_per_s)
-            elif event.get("event") == "valid":
-                _add_valid(h, event, best)
+            elif event.get("event") == "valid" and event.get("weights", "model") == "model":
+                _add_valid(h, event, best)  # the trained weights' (train.ema adds the average's)
     if tokens_per_s:
         h.tokens_per_s = sum(tokens_per_s) / len(tokens_per_s)
     h.best = [best[k] for k in SCORE_KEYS if k in best]
@@ -187,6 +188,8 @@ def inspect_run(run_dir: Path) -> RunSummary:
     run_dir = Path(run_dir)
     recipe = read_run_recipe(run_dir)
     summary = RunSummary(run_dir=str(run_dir), recipe=recipe.to_plain())
+    if recipe.train.init_from is not None:
+        summary.init_from = f"{recipe.train.init_from} (init_reset {recipe.train.init_reset})"
     try:
         src_tok, tgt_tok = load_tokenizers(run_dir, recipe.tokenizer.joint)
         summary.vocab = {"source": src_tok.vocab_size, "target": tgt_tok.vocab_size, "joint": recipe.tokenizer.joint}

@@ -62,6 +62,7 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     run_dir = recipe.run_dir
     cfg = recipe.train
     notice = _check_run_dir(recipe, resume)  # on every rank (it only reads), so that all fail alike
+    source = None if resume else init_source(recipe)  # a resumed run goes on from its own checkpoint
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = _device(cfg.device, dist)
@@ -69,6 +70,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
         raise UsageError(f"train.precision fp16 needs CUDA, and training runs on {device.type}; use bf16")
     precision, precision_warning = resolve_precision(cfg.precision, device)
     cfg = cfg.model_copy(update={"precision": precision})  # what the trainer runs in: auto resolved
+    if source is not None and dist.is_main:
+        _copy_tokenizers(source.run_dir, recipe)
     src_tok, tgt_tok = _tokenizers(recipe, dist, progress)
 
     torch.manual_seed(recipe.seed)  # the same initial weights on every rank and every fresh run
@@ -86,6 +89,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
                       on_event=sink.event if sink else (lambda e: None), train_model=train_model)
     if resume:
         trainer.load(run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
+    elif source is not None:
+        trainer.init_from(source.weights, cfg.init_reset, source.checkpoint)
     if sink:
         sink.open(resume_step=trainer.state.step if resume else None)
         ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
@@ -94,6 +99,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
         for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
             if warning:
                 sink.event(events.Notice(warning))
+        if source is not None:
+            sink.event(events.InitFrom(trainer.state.step, str(source.weights), cfg.init_reset))
     caught: dict = {}
     try:
         with _stop_on_signals(trainer, caught):
@@ -132,6 +139,76 @@ def _check_run_dir(recipe: Recipe, resume: bool) -> Optional[str]:
     if last.is_dir() or (run_dir / ckpt.MODEL_FILE).exists():
         raise UsageError(f"{run_dir}: already holds a trained run; continue it with --resume, "
                          "or set another run_dir (e.g. --set run_dir=runs/NEW)")
+
+
+@dataclass
+class InitSource:
+    """Where `train.init_from` points: the source run, the weights file, and the checkpoint
+    directory whose step and optimizer state `init_reset` optimizer/none carry over."""
+
+    run_dir: Path
+    weights: Path
+    checkpoint: Optional[Path]
+
+
+def init_source(recipe: Recipe) -> Optional[InitSource]:
+    """Check `train.init_from` against the recipe (only reads: the source run is never written
+    to). A run directory gives its model.safetensors (the best weights) with init_reset all,
+    else its checkpoints/last; a checkpoint directory gives itself."""
+    path, reset = recipe.train.init_from, recipe.train.init_reset
+    if path is None:
+        return None
+    key = "train.init_from"
+    if not path.is_dir():
+        raise UsageError(f"{key}: {path}: no such run or checkpoint directory (train that run first)")
+    if path.resolve() == recipe.run_dir.resolve():
+        raise UsageError(f"{key}: {path} is this run's own run_dir; continue it with --resume instead")
+    if path.parent.name == ckpt.CHECKPOINTS and (path.parent.parent / ckpt.RECIPE_FILE).is_file():
+        run_dir, checkpoint = path.parent.parent, ckpt.resolve_checkpoint_dir(path)
+        weights = checkpoint / ckpt.CHECKPOINT_MODEL
+    elif (path / ckpt.RECIPE_FILE).is_file():
+        run_dir = path
+        checkpoint = ckpt.resolve_checkpoint_dir(path / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
+        weights = path / ckpt.MODEL_FILE if reset == "all" else checkpoint / ckpt.CHECKPOINT_MODEL
+    else:
+        raise UsageError(f"{key}: {path}: not a tx run directory (no {ckpt.RECIPE_FILE}) "
+                         f"nor a checkpoint directory in one")
+    if not weights.is_file():
+        raise UsageError(f"{key}: {weights}: missing (the source run has no trained weights yet)")
+    if reset != "all" and not (checkpoint / ckpt.CHECKPOINT_STATE).is_file():
+        raise UsageError(f"{key}: {checkpoint}: no {ckpt.CHECKPOINT_STATE}; train.init_reset {reset} "
+                         "needs a training checkpoint (use init_reset all)")
+    if reset == "none" and not (checkpoint / ckpt.CHECKPOINT_TRAINER).is_file():
+        raise UsageError(f"{key}: {checkpoint} holds no optimizer state (only checkpoints/last does); "
+                         "train.init_reset none needs it")
+    saved = read_run_recipe(run_dir)
+    for section in ("model", "tokenizer"):
+        mine, theirs = getattr(recipe, section).model_dump(), getattr(saved, section).model_dump()
+        for name in mine:
+            if mine[name] != theirs[name]:
+                raise UsageError(f"{section}.{name}: {_shown(mine[name])} in the recipe, {_shown(theirs[name])} "
+                                 f"in {run_dir} (train.init_from needs the source run's {section} section)")
+    return InitSource(run_dir, weights, checkpoint if reset != "all" else None)
+
+
+def _shown(value) -> str:
+    return json.dumps(value) if isinstance(value, (bool, type(None))) else str(value)
+
+
+def _copy_tokenizers(source: Path, recipe: Recipe) -> None:
+    """The source run's tokenizer file(s) into the new run (the model's embeddings index them).
+    A tokenizer already in the new run must be the same file."""
+    joint = recipe.tokenizer.joint
+    for theirs, mine in zip(ckpt.tokenizer_files(source, joint), ckpt.tokenizer_files(recipe.run_dir, joint)):
+        if not theirs.is_file():
+            raise UsageError(f"train.init_from: {theirs}: missing: the source run has no tokenizer")
+        data = theirs.read_bytes()
+        if mine.is_file():
+            if mine.read_bytes() != data:
+                raise UsageError(f"{mine}: differs from {theirs}; a run initialised from {source} "
+                                 "must use its tokenizer (remove this one or set another run_dir)")
+            continue
+        ckpt.write_bytes_atomic(mine, data)
 
 
 def _data_order_keys(saved: Recipe, new: Recipe):
@@ -245,7 +322,7 @@ class RunLog:
             self.log.write(time.strftime("%Y-%m-%d %H:%M:%S ") + e.describe() + "\n")
             self.log.flush()
         if self.tb is not None and isinstance(e, (events.Log, events.Validation)):
-            prefix = "train" if isinstance(e, events.Log) else "valid"
+            prefix = "train" if isinstance(e, events.Log) else "valid" if e.weights == "model" else "valid_ema"
             for key in ("loss", "lr", "tokens_per_s", "ppl", "bleu", "chrf"):
                 if hasattr(e, key):
                     self.tb.add_scalar(f"{prefix}/{key}", getattr(e, key), e.step)
