@@ -179,6 +179,14 @@ def recipe_check(
     out.print(dump_yaml(r.to_plain()), markup=False, highlight=False, end="")
     estimate = memory_estimate(r)
     _warn(estimate.warning)
+    if r.train.init_from is not None:  # the source run may be trained after the check: a warning here
+        from .commands.train import init_source
+        from .errors import UsageError
+
+        try:
+            init_source(r)
+        except UsageError as e:
+            _warn(f"{e}; tx train will refuse this until it is fixed")
     err.print(f"[green]ok[/]: {_escape(str(recipe))} is valid; run directory {_escape(str(r.run_dir))}; "
               f"{estimate.parameters:,} parameters, training needs about {estimate.total_bytes / (1 << 30):.1f} GiB")
 
