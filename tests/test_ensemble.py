@@ -131,6 +131,11 @@ def test_translate_with_two_runs_and_a_checkpoint_dir(tiny_run: Path, tmp_path: 
     assert len(lines) == 3
     r2 = run_tx("translate", str(tiny_run), str(other), "--nbest", "2", "--format", "jsonl", input=text)
     assert r2.stdout == r.stdout  # the checkpoint holds the same weights as the run's model
+    data = tmp_path / "b"
+    r3 = run_tx("evaluate", str(tiny_run), str(step), "--src", str(data / "train.src"), "--ref",
+                str(data / "train.tgt"), "--max-len-b", "3", "--beam", "1", "--json")
+    assert r3.returncode == 0, r3.stderr
+    assert '"sentences": 200' in r3.stdout
 
 
 def test_runs_with_other_vocabularies_are_refused(tiny_run: Path, tmp_path: Path):
