@@ -119,6 +119,8 @@ def test_a_different_model_or_tokenizer_section_is_refused_naming_the_key(tiny_r
         train(tiny(tiny_recipe, "run_dir=ft", "train.init_from=run", "model.d_model=64"))
     with pytest.raises(UsageError, match=r"^tokenizer\.vocab_size: 48 in the recipe, 64 in "):
         train(tiny(tiny_recipe, "run_dir=ft", "train.init_from=run", "tokenizer.vocab_size=48"))
+    with pytest.raises(UsageError, match=r"^data\.max_len: 2000 in the recipe needs 2002 positions"):
+        train(tiny(tiny_recipe, "run_dir=ft", "train.init_from=run", "data.max_len=2000"))
     with pytest.raises(UsageError, match=r"train\.init_from: .*nowhere: no such run"):
         train(tiny(tiny_recipe, "run_dir=ft", "train.init_from=nowhere"))
     with pytest.raises(UsageError, match="already holds a trained run|own run_dir"):

@@ -188,6 +188,10 @@ def init_source(recipe: Recipe) -> Optional[InitSource]:
             if mine[name] != theirs[name]:
                 raise UsageError(f"{section}.{name}: {_shown(mine[name])} in the recipe, {_shown(theirs[name])} "
                                  f"in {run_dir} (train.init_from needs the source run's {section} section)")
+    positions = [max(1024, r.data.max_len + 2) for r in (recipe, saved)]  # model_config's rule
+    if positions[0] != positions[1]:
+        raise UsageError(f"data.max_len: {recipe.data.max_len} in the recipe needs {positions[0]} positions, "
+                         f"the model of {run_dir} has {positions[1]} (data.max_len {saved.data.max_len})")
     return InitSource(run_dir, weights, checkpoint if reset != "all" else None)
 
 
