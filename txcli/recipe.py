@@ -91,6 +91,13 @@ class EarlyStop(Section):
     patience: int = Field(5, ge=1, description="validations without improvement before stopping")
 
 
+class StopAt(Section):
+    """Stop once a validation reaches a quality target (loss: at or below it; bleu/chrf: at or above)."""
+
+    metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    value: float
+
+
 class TrainConfig(Section):
     batch_tokens: int = Field(4096, ge=16)
     accum_steps: int = Field(1, ge=1)
@@ -112,10 +119,12 @@ class TrainConfig(Section):
     keep_last: int = Field(3, ge=0, description="also keep the latest N validated checkpoints (for tx average --last)")
     pool_size: int = Field(50_000, ge=1, description="pairs length-sorted into batches at a time; bounds memory")
     early_stop: Optional[EarlyStop] = Field(default_factory=EarlyStop)
+    stop_at: Optional[StopAt] = Field(None, description="stop on reaching this validation score")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("fp32", description="auto: bf16 where the hardware runs it fast, else fp32")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)
     tensorboard: bool = False
+    compile: bool = Field(True, description="torch.compile the model and loss for training (validation stays eager)")
 
 
 class DecodeConfig(Section):

@@ -35,7 +35,7 @@ SAME_ON_RESUME = ("tokenizer", "model")  # recipe sections a resumed run may not
 
 @dataclass
 class TrainResult:
-    reason: str  # max_steps | max_minutes | early_stop | interrupted
+    reason: str  # max_steps | max_minutes | target | early_stop | interrupted
     signal: Optional[str]
     step: int
     metric: str
@@ -89,8 +89,10 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     if sink:
         sink.open(resume_step=trainer.state.step if resume else None)
         ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
+        target = cfg.stop_at and (f"{cfg.stop_at.metric} {'>=' if events.HIGHER_IS_BETTER[cfg.stop_at.metric] else '<='} "
+                                  f"{cfg.stop_at.value:g}")
         sink.event(events.Setup(sum(p.numel() for p in model.parameters()), cfg.max_steps, cfg.max_minutes,
-                                resume, validator.size if validator else 0))
+                                resume, validator.size if validator else 0, target or None, cfg.compile))
         for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
             if warning:
                 sink.event(events.Notice(warning))
