@@ -12,7 +12,9 @@ feed-forward hidden layer and every sublayer output (nn.Transformer's dropout, d
 
 Every configuration runs in its own child process (so peak memory is its own), alternating
 reference, eager tx and compiled tx (train.compile) for --rounds rounds; the table shows the
-median tokens/s (target tokens), the ratio of the medians, peak RSS, the CPU utilisation of the
+median tokens/s (target tokens), the ratio of the medians, the best round and its ratio, tokens
+per CPU-second (the figure other processes on a shared machine disturb least), peak RSS (the
+first child's includes training the tokenizer), the CPU utilisation of the
 timed steps (process CPU seconds / wall seconds: 2.0 keeps two cores busy) and, for compiled tx,
 the first step's wall time (compiling included) and the number of graphs built (more than 2, the
 model's and the loss's, means recompiles).
@@ -224,24 +226,31 @@ def report(results: dict, args) -> None:
     med = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in results.items()}
     rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in results.items()}
     cpu = {k: statistics.median(r["cpu_per_wall"] for r in v) for k, v in results.items()}
+    best = {k: max(r["tokens_per_s"] for r in v) for k, v in results.items()}
+    # tokens per CPU-second: what other processes on a shared machine disturb least
+    per_cpu = {k: statistics.median(r["tokens_per_s"] / r["cpu_per_wall"] for r in v) for k, v in results.items()}
     first = {k: max((r.get("first_step_s") or 0.0) for r in v) for k, v in results.items()}
     graphs = {k: max((r.get("graphs") or 0) for r in v) for k, v in results.items()}
     names = {"bare": "bare nn.Transformer", "tx": "tx train eager", "txc": "tx train compiled",
              "txn": "tx eager, torch dropout", "txcn": "tx compiled, torch dropout"}
     ref = med.get(("bare", "fp32"))
     rows = []
-    print(f"\n{'loop':<30}{'tokens/s':>10}{'vs bare fp32':>14}{'vs bare same':>14}{'peak RSS MB':>13}"
-          f"{'CPU/wall':>10}{'1st step s':>12}{'graphs':>8}")
+    print(f"\n{'loop':<30}{'tokens/s':>10}{'vs bare fp32':>14}{'vs bare same':>14}{'best':>8}{'vs bare':>9}"
+          f"{'tok/CPU-s':>11}{'vs bare':>9}{'peak RSS MB':>13}{'CPU/wall':>10}{'1st step s':>12}{'graphs':>8}")
     for (kind, precision), value in med.items():
         same = med.get(("bare", precision))
         name = f"{names[kind]} {precision}"
         r_ref = value / ref if ref else float("nan")
         r_same = value / same if same else float("nan")
         k = (kind, precision)
-        print(f"{name:<30}{value:>10.0f}{r_ref:>14.2f}{r_same:>14.2f}{rss[k]:>13.0f}{cpu[k]:>10.2f}"
+        b_same = best[k] / best[("bare", precision)] if ("bare", precision) in best else float("nan")
+        c_same = per_cpu[k] / per_cpu[("bare", precision)] if ("bare", precision) in per_cpu else float("nan")
+        print(f"{name:<30}{value:>10.0f}{r_ref:>14.2f}{r_same:>14.2f}{best[k]:>8.0f}{b_same:>9.2f}"
+              f"{per_cpu[k]:>11.0f}{c_same:>9.2f}{rss[k]:>13.0f}{cpu[k]:>10.2f}"
               + (f"{first[k]:>12.1f}{graphs[k]:>8}" if kind.startswith("txc") else ""))
         rows.append({"loop": kind, "precision": precision, "tokens_per_s": value, "ratio_vs_bare_fp32": r_ref,
-                     "ratio_vs_bare_same_precision": r_same, "peak_rss_mb": rss[k], "cpu_per_wall": cpu[k],
+                     "ratio_vs_bare_same_precision": r_same, "best_tokens_per_s": best[k], "best_ratio": b_same,
+                     "tokens_per_cpu_s": per_cpu[k], "per_cpu_ratio": c_same, "peak_rss_mb": rss[k], "cpu_per_wall": cpu[k],
                      "first_step_s": first[k] or None, "graphs": graphs[k] or None,
                      "all_tokens_per_s": [r["tokens_per_s"] for r in results[k]]})
     if args.json:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import TxError, UsageError
 
@@ -124,7 +124,15 @@ class TrainConfig(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[int] = Field(None, ge=1)
     tensorboard: bool = False
-    compile: bool = Field(True, description="torch.compile the model and loss for training (validation stays eager)")
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the model and loss for training; auto: on CUDA only (on CPU eager measured faster)")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, value):
+        if value is True or value is False or value == "auto":
+            return value
+        raise ValueError("expected true, false or auto")
 
 
 class DecodeConfig(Section):

@@ -27,7 +27,7 @@ from ..errors import TxError, UsageError
 from ..model import Seq2SeqTransformer
 from ..precision import resolve_precision
 from ..recipe import Recipe, dump_yaml
-from ..training import Dist, Trainer, Validator
+from ..training import Dist, Trainer, Validator, resolve_compile
 from .run import load_tokenizers, model_config, pick_device, read_run_recipe, train_tokenizers
 
 SAME_ON_RESUME = ("tokenizer", "model")  # recipe sections a resumed run may not change
@@ -68,7 +68,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError(f"train.precision fp16 needs CUDA, and training runs on {device.type}; use bf16")
     precision, precision_warning = resolve_precision(cfg.precision, device)
-    cfg = cfg.model_copy(update={"precision": precision})  # what the trainer runs in: auto resolved
+    cfg = cfg.model_copy(update={"precision": precision,  # what the trainer runs in: auto resolved
+                                 "compile": resolve_compile(cfg.compile, device)})
     src_tok, tgt_tok = _tokenizers(recipe, dist, progress)
 
     torch.manual_seed(recipe.seed)  # the same initial weights on every rank and every fresh run
