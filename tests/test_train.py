@@ -404,3 +404,27 @@ def test_live_display_on_a_terminal_and_plain_lines_otherwise():
         progress.event(e)
     lines = pipe.file.getvalue().splitlines()
     assert len(lines) == 3 and lines[1].startswith("step     50") and "BLEU 12.50" in lines[2]
+
+
+def test_packed_dropout_drops_at_rate_p_scales_the_rest_and_masks_the_gradient():
+    from txcli.model import ModelConfig, Seq2SeqTransformer
+    from txcli.training import PackedDropout, use_packed_dropout
+
+    drop = PackedDropout(0.1)
+    x = (torch.rand(1000, 1001) + 0.5).requires_grad_()  # odd size: the last 64-bit draw is cut
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.002
+    torch.testing.assert_close(y[kept], x[kept] * (65536 / (65536 - 6554)))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the draws come from torch's generator: seeds reproduce them
+    assert drop.eval()(x) is x
+    model = Seq2SeqTransformer(ModelConfig(40, 40, d_model=16, heads=2, ff=32, encoder_layers=1,
+                                           decoder_layers=1, dropout=0.1))
+    names = set(model.state_dict())
+    use_packed_dropout(model)
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    assert sum(isinstance(m, PackedDropout) for m in model.modules()) == 8 and set(model.state_dict()) == names

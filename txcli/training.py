@@ -162,10 +162,11 @@ def _(n, device):
 
 class PackedDropout(torch.nn.Module):
     """nn.Dropout with a cheaper mask, for CPU: one 64-bit random number makes four 16-bit ones,
-    each compared with p * 2^16. torch's CPU dropout draws one float per element on one thread
-    (its generator is serial), which took most of a dropout's time and left a core idle. p is
-    rounded to a multiple of 2^-16 (0.1 -> 0.100006); kept values are scaled by the exact
-    inverse keep rate, so expectations stay unbiased. No parameters: state dicts do not change."""
+    each compared with p * 2^16. torch's CPU dropout draws a float per element, and drawing took
+    most of its time (4096x1024 fp32, one thread: 46 ms a call, this 26 ms); the small model
+    trained 14% faster and kept the cores busier with this (README, Performance). p is rounded to
+    a multiple of 2^-16 (0.1 -> 0.100006); kept values are scaled by the exact inverse keep rate,
+    so expectations stay unbiased. No parameters: state dicts do not change."""
 
     def __init__(self, p: float):
         super().__init__()
