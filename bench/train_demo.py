@@ -1,9 +1,10 @@
 """The demo, timed: `tx train recipes/demo.yaml` into a fresh run directory, then BLEU on the
 demo test split, and the validation curve (BLEU against minutes) from metrics.jsonl.
 
-Training runs as a user runs it (a `tx train` subprocess); its wall time is the number that
-must stay within 10 minutes. Test BLEU is computed twice: greedy, with the training loop's own
-validator (sacrebleu corpus BLEU), and with `tx evaluate` (the recipe's decode settings: beam).
+Training runs as a user runs it (a `tx train` subprocess) until the recipe stops it (the demo:
+validation BLEU 90, train.stop_at); the wall time and the stopping step are printed. Test BLEU
+is computed twice: greedy, with the training loop's own validator (sacrebleu corpus BLEU), and
+with `tx evaluate` (the recipe's decode settings: beam).
 
     .venv/bin/python bench/train_demo.py recipes/demo.yaml --run-dir /tmp/demo-bench
 """
@@ -86,7 +87,9 @@ def main() -> None:
     points = curve(run_dir)
     greedy = greedy_test_scores(run_dir)
     beam = tx_evaluate(run_dir)
-    print(f"\ntx train wall time: {wall / 60:.2f} min (tokenizer, training, validation, checkpoints)")
+    end = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()][-1]
+    print(f"\ntx train wall time: {wall / 60:.2f} min (tokenizer, training, validation, checkpoints); "
+          f"stopped at step {end['step']} ({end['reason']})")
     print(f"{'minutes':>8}{'step':>7}{'valid BLEU':>12}{'chrF':>8}{'loss':>9}")
     for p in points:
         print(f"{p['minutes']:>8.2f}{p['step']:>7}{p['bleu']:>12.2f}{p['chrf']:>8.2f}{p['loss']:>9.4f}")
@@ -95,7 +98,7 @@ def main() -> None:
     if beam is not None:
         print(f"test split, tx evaluate: {json.dumps(beam)}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"wall_seconds": wall, "curve": points, "test_greedy": greedy,
+        Path(args.json).write_text(json.dumps({"wall_seconds": wall, "end": end, "curve": points, "test_greedy": greedy,
                                                "test_evaluate": beam}, indent=2) + "\n")
 
 

@@ -7,11 +7,20 @@ same batches (the first steps of epoch 1 of the recipe's corpus, as tx batches t
 same optimizer settings. tx is timed through its real loop (Trainer.fit: batch building,
 schedule, accumulation, loss), the reference on batches built beforehand.
 
+Dropout is the recipe's in both loops, in the same places: embeddings, attention weights, the
+feed-forward hidden layer and every sublayer output (nn.Transformer's dropout, dropout1/2/3).
+
 Every configuration runs in its own child process (so peak memory is its own), alternating
-reference and tx for --rounds rounds; the table shows the median tokens/s (target tokens) and
-the ratio of the medians.
+reference, eager tx and compiled tx (train.compile) for --rounds rounds; the table shows the
+median tokens/s (target tokens), the ratio of the medians, the best round and its ratio, tokens
+per CPU-second (the figure other processes on a shared machine disturb least), peak RSS (the
+first child's includes training the tokenizer), the CPU utilisation of the
+timed steps (process CPU seconds / wall seconds: 2.0 keeps two cores busy) and, for compiled tx,
+the first step's wall time (compiling included) and the number of graphs built (more than 2, the
+model's and the loss's, means recompiles).
 
     .venv/bin/python bench/train_throughput.py recipes/demo.yaml --steps 40 --rounds 3
+    .venv/bin/python bench/train_throughput.py recipes/small.yaml --threads 2 --steps 30 --rounds 1
 """
 
 from __future__ import annotations
@@ -101,7 +110,7 @@ def run_reference(recipe, mcfg, batches, precision: str, warmup: int) -> dict:
     tokens, start = 0, None
     for i, b in enumerate(batches):
         if i == warmup:
-            tokens, start = 0, time.perf_counter()
+            tokens, start, cpu_start = 0, time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
             logits = model(b.src, b.tgt_in)
@@ -112,24 +121,36 @@ def run_reference(recipe, mcfg, batches, precision: str, warmup: int) -> dict:
         opt.step()
         tokens += b.n_tgt_tokens
     seconds = time.perf_counter() - start
-    return {"tokens_per_s": tokens / seconds, "final_loss": float(loss)}
+    return {"tokens_per_s": tokens / seconds, "cpu_per_wall": (time.process_time() - cpu_start) / seconds,
+            "final_loss": float(loss)}
 
 
 def run_tx(recipe, mcfg, src_tok, tgt_tok, steps: int, warmup: int, run_dir: str) -> dict:
     import torch
 
+    from txcli import events
     from txcli.model import Seq2SeqTransformer
     from txcli.training import Trainer
 
     torch.manual_seed(recipe.seed)
     model = Seq2SeqTransformer(mcfg)
-    logs = []
+    logs, clocks = [], []
+
+    def on_event(e):
+        logs.append(e)
+        if isinstance(e, events.Log):  # CPU and wall clock at each window's end
+            clocks.append((time.process_time(), time.perf_counter()))
+
     trainer = Trainer(model, mcfg.to_dict(), recipe.train, make_stream(recipe, src_tok, tgt_tok), None,
-                      Path(run_dir) / "bench", torch.device("cpu"), on_event=logs.append)
+                      Path(run_dir) / "bench", torch.device("cpu"), on_event=on_event)
     trainer.fit()
-    windows = [e for e in logs if e["event"] == "log"][1:]  # the first window is the warmup
+    windows = [e for e in logs if isinstance(e, events.Log)][1:]  # the first window is the warmup
+    compiled = [e for e in logs if isinstance(e, events.Compiled)]
     # equal windows of equal batches: the token-weighted rate is the harmonic mean of the rates
-    return {"tokens_per_s": statistics.harmonic_mean([e["tokens_per_s"] for e in windows])}
+    return {"tokens_per_s": statistics.harmonic_mean([e.tokens_per_s for e in windows]),
+            "cpu_per_wall": (clocks[-1][0] - clocks[0][0]) / (clocks[-1][1] - clocks[0][1]),
+            "first_step_s": compiled[0].step_seconds if compiled else None,
+            "graphs": compiled[-1].graphs if compiled else None}
 
 
 def child(kind: str, precision: str, args, run_dir: str, queue) -> None:
@@ -140,7 +161,8 @@ def child(kind: str, precision: str, args, run_dir: str, queue) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = [*args.set, f"train.precision={precision}", f"train.max_steps={args.steps}",
-                 f"train.log_every={args.warmup}", "train.eval_every=1000000", "train.max_minutes=null"]
+                 f"train.log_every={args.warmup}", "train.eval_every=1000000", "train.max_minutes=null",
+                 f"train.compile={'true' if kind.startswith('txc') else 'false'}"]
     recipe, src_tok, tgt_tok = load(args.recipe, overrides, run_dir)
     mcfg = model_config(recipe, src_tok.vocab_size, tgt_tok.vocab_size)
     if kind == "bare":
@@ -148,6 +170,10 @@ def child(kind: str, precision: str, args, run_dir: str, queue) -> None:
         batches = [b for _, b in zip(range(args.steps), stream.epoch(1))]
         result = run_reference(recipe, mcfg, batches, precision, args.warmup)
     else:
+        if kind.endswith("n"):  # torch's own dropout, for comparison
+            import txcli.training
+
+            txcli.training.use_packed_dropout = lambda model: None
         result = run_tx(recipe, mcfg, src_tok, tgt_tok, args.steps, args.warmup, run_dir)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(result)
@@ -174,6 +200,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--loops", default="bare,tx,txc",
+                        help="bare: nn.Transformer; tx: eager; txc: compiled; txn, txcn: the same with torch's dropout")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
@@ -182,31 +210,49 @@ def main() -> None:
 
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="tx-bench-") as tmp:
-        configs = [(kind, p) for p in args.precisions.split(",") for kind in ("bare", "tx")]
+        configs = [(kind, p) for p in args.precisions.split(",") for kind in args.loops.split(",")]
         for r in range(args.rounds):
             for kind, precision in configs:
                 res = measure(kind, precision, args, str(Path(tmp) / "run"))  # one tokenizer for all
                 results.setdefault((kind, precision), []).append(res)
                 print(f"round {r + 1} {kind:>4} {precision}: {res['tokens_per_s']:8.0f} tok/s, "
-                      f"peak RSS {res['peak_rss_mb']:.0f} MB", file=sys.stderr, flush=True)
+                      f"CPU {res['cpu_per_wall']:.2f}, peak RSS {res['peak_rss_mb']:.0f} MB"
+                      + (f", first step {res['first_step_s']:.1f} s, {res['graphs']} graphs"
+                         if res.get("first_step_s") else ""), file=sys.stderr, flush=True)
     report(results, args)
 
 
 def report(results: dict, args) -> None:
     med = {k: statistics.median(r["tokens_per_s"] for r in v) for k, v in results.items()}
     rss = {k: max(r["peak_rss_mb"] for r in v) for k, v in results.items()}
+    cpu = {k: statistics.median(r["cpu_per_wall"] for r in v) for k, v in results.items()}
+    best = {k: max(r["tokens_per_s"] for r in v) for k, v in results.items()}
+    # tokens per CPU-second: what other processes on a shared machine disturb least
+    per_cpu = {k: statistics.median(r["tokens_per_s"] / r["cpu_per_wall"] for r in v) for k, v in results.items()}
+    first = {k: max((r.get("first_step_s") or 0.0) for r in v) for k, v in results.items()}
+    graphs = {k: max((r.get("graphs") or 0) for r in v) for k, v in results.items()}
+    names = {"bare": "bare nn.Transformer", "tx": "tx train eager", "txc": "tx train compiled",
+             "txn": "tx eager, torch dropout", "txcn": "tx compiled, torch dropout"}
     ref = med.get(("bare", "fp32"))
     rows = []
-    print(f"\n{'loop':<28}{'tokens/s':>10}{'vs bare fp32':>14}{'vs bare same':>14}{'peak RSS MB':>13}")
+    print(f"\n{'loop':<30}{'tokens/s':>10}{'vs bare fp32':>14}{'vs bare same':>14}{'best':>8}{'vs bare':>9}"
+          f"{'tok/CPU-s':>11}{'vs bare':>9}{'peak RSS MB':>13}{'CPU/wall':>10}{'1st step s':>12}{'graphs':>8}")
     for (kind, precision), value in med.items():
         same = med.get(("bare", precision))
-        name = f"{'tx train' if kind == 'tx' else 'bare nn.Transformer'} {precision}"
+        name = f"{names[kind]} {precision}"
         r_ref = value / ref if ref else float("nan")
         r_same = value / same if same else float("nan")
-        print(f"{name:<28}{value:>10.0f}{r_ref:>14.2f}{r_same:>14.2f}{rss[(kind, precision)]:>13.0f}")
+        k = (kind, precision)
+        b_same = best[k] / best[("bare", precision)] if ("bare", precision) in best else float("nan")
+        c_same = per_cpu[k] / per_cpu[("bare", precision)] if ("bare", precision) in per_cpu else float("nan")
+        print(f"{name:<30}{value:>10.0f}{r_ref:>14.2f}{r_same:>14.2f}{best[k]:>8.0f}{b_same:>9.2f}"
+              f"{per_cpu[k]:>11.0f}{c_same:>9.2f}{rss[k]:>13.0f}{cpu[k]:>10.2f}"
+              + (f"{first[k]:>12.1f}{graphs[k]:>8}" if kind.startswith("txc") else ""))
         rows.append({"loop": kind, "precision": precision, "tokens_per_s": value, "ratio_vs_bare_fp32": r_ref,
-                     "ratio_vs_bare_same_precision": r_same, "peak_rss_mb": rss[(kind, precision)],
-                     "all_tokens_per_s": [r["tokens_per_s"] for r in results[(kind, precision)]]})
+                     "ratio_vs_bare_same_precision": r_same, "best_tokens_per_s": best[k], "best_ratio": b_same,
+                     "tokens_per_cpu_s": per_cpu[k], "per_cpu_ratio": c_same, "peak_rss_mb": rss[k], "cpu_per_wall": cpu[k],
+                     "first_step_s": first[k] or None, "graphs": graphs[k] or None,
+                     "all_tokens_per_s": [r["tokens_per_s"] for r in results[k]]})
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

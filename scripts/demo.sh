@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 tx recipe check recipes/demo.yaml > /dev/null
 tx train-tokenizer recipes/demo.yaml --force
-tx train recipes/demo.yaml                                   # about 10 minutes on 2 CPU cores
+tx train recipes/demo.yaml                                   # until validation BLEU 92: 3-10 min on 2 CPU cores
 echo "--- five test sentences, translated"
 head -n 5 data/demo/test.src | tx translate runs/demo
 echo "--- BLEU / chrF on the test split"

@@ -36,7 +36,7 @@ data:
   max_len: 32
 tokenizer: {{kind: {kind}, vocab_size: 64, joint: {joint}, min_frequency: 1}}
 model: {{d_model: 32, heads: 4, ff: 64, encoder_layers: 2, decoder_layers: 2, dropout: 0.0}}
-train: {{batch_tokens: 256, lr: 3.0e-3, warmup: 10, max_steps: 20, eval_every: 10, log_every: 5}}
+train: {{batch_tokens: 256, lr: 3.0e-3, warmup: 10, max_steps: 20, eval_every: 10, log_every: 5, compile: false}}
 decode: {{beam: 2, max_len_b: 5}}
 """
 

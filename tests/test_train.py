@@ -218,9 +218,20 @@ def test_a_few_steps_lower_the_loss_and_the_run_dir_is_complete(tiny_recipe: Pat
     assert_decodes(run.model)
 
 
-@pytest.mark.parametrize("ema", [None, 0.9])
-def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, tiny_recipe: Path, ema):
-    common = ["model.dropout=0.2", "train.max_steps=30", "train.log_every=1", "train.eval_every=100"]
+@pytest.fixture
+def fresh_compiler():
+    """Compiled tests start from dynamo's empty state, so what they count is their own."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("compiled, ema", [(False, None), (False, 0.9), pytest.param(True, None, marks=pytest.mark.compile)],
+                         ids=["eager", "eager-ema", "compiled"])
+def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, tiny_recipe: Path, compiled: bool,
+                                                               ema, fresh_compiler):
+    common = ["model.dropout=0.2", "train.max_steps=30", "train.log_every=1", "train.eval_every=100",
+              f"train.compile={str(compiled).lower()}"]
     common += [f"train.ema={ema}"] if ema else []
     unbroken = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'a'}"])
     train(unbroken)
@@ -241,6 +252,66 @@ def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, ti
         assert keys and keys == [k for k in tb if k.startswith("ema.")]
         for k in keys:
             torch.testing.assert_close(tb[k], ta[k], rtol=1e-5, atol=1e-6)
+
+
+# Compiled and eager differ by float rounding only (inductor fuses and reorders sums): the losses
+# of the first steps agree to 1e-4 relative; dropout off, as the two draw their masks differently.
+COMPILED_LOSS_RTOL = 1e-4
+
+
+@pytest.mark.compile
+def test_compiled_training_matches_eager_and_checkpoints_cross_over(tmp_path: Path, tiny_recipe: Path,
+                                                                     fresh_compiler):
+    common = ["train.max_steps=8", "train.log_every=1", "train.eval_every=8", "train.valid_max_sentences=4"]
+    eager = tiny(tiny_recipe, *common, f"run_dir={tmp_path / 'eager'}", "train.compile=false")
+    compiled = tiny(tiny_recipe, *common, f"run_dir={tmp_path / 'compiled'}", "train.compile=true")
+    train(eager)
+    train(compiled)
+    a, b = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    assert sorted(a) == sorted(b) == list(range(1, 9))
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=COMPILED_LOSS_RTOL), step
+    compiles = [e for e in metrics(tmp_path / "compiled") if e["event"] == "compile"]
+    # one model graph and one loss graph, at the first step: batches of other shapes reuse them
+    assert [(e["step"], e["new_graphs"]) for e in compiles] == [(1, 2)] and compiles[0]["step_seconds"] > 0
+    assert not any(e["event"] == "compile" for e in metrics(tmp_path / "eager"))
+    # checkpoints hold the eager module's names either way, so each run resumes in the other mode
+    for run, mode in (("eager", "true"), ("compiled", "false")):
+        _, weights, _ = ckpt.load_model_state(tmp_path / run / "checkpoints/last/model.safetensors")
+        assert not any(k.startswith("_orig_mod.") for k in weights)
+        train(tiny(tiny_recipe, *common, f"run_dir={tmp_path / run}", "train.max_steps=12",
+                   f"train.compile={mode}"), resume=True)
+    a, b = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    for step in range(9, 13):
+        assert b[step] == pytest.approx(a[step], rel=COMPILED_LOSS_RTOL), step
+    assert_decodes(open_run(tmp_path / "compiled", device="cpu").model)
+
+
+def test_stop_rule_stops_on_the_target_else_on_patience_else_goes_on():
+    from types import SimpleNamespace
+
+    from txcli.recipe import EarlyStop, StopAt
+    from txcli.training import stop_reason
+
+    scores = {"bleu": 90.5, "chrf": 95.0, "loss": 1.5, "ppl": 4.5}
+    cfg = SimpleNamespace(stop_at=StopAt(metric="bleu", value=90), early_stop=EarlyStop(patience=3))
+    assert stop_reason(cfg, scores, 0) == "target"
+    assert stop_reason(cfg, {**scores, "bleu": 89.9}, 0) is None
+    assert stop_reason(cfg, {**scores, "bleu": 89.9}, 3) == "early_stop"
+    cfg.stop_at = StopAt(metric="loss", value=1.5)  # loss: at or below
+    assert stop_reason(cfg, scores, 0) == "target"
+    assert stop_reason(cfg, {**scores, "loss": 1.6}, 0) is None
+    cfg.stop_at, cfg.early_stop = None, None
+    assert stop_reason(cfg, scores, 99) is None
+
+
+@pytest.mark.parametrize("target,reason,steps", [(100.0, "target", 4), (0.0, "max_steps", 12)])
+def test_training_stops_at_its_target_or_runs_the_step_budget(tiny_recipe: Path, target, reason, steps):
+    recipe = tiny(tiny_recipe, "train.max_steps=12", "train.eval_every=4", "train.valid_max_sentences=4",
+                  "train.early_stop=null", f"train.stop_at={{metric: loss, value: {target}}}")
+    result = train(recipe)
+    assert (result.reason, result.step) == (reason, steps)
+    assert metrics(recipe.run_dir)[-1]["reason"] == reason
 
 
 def test_fresh_run_over_a_trained_one_and_bad_resumes_are_refused(tiny_recipe: Path):
@@ -341,3 +412,27 @@ def test_live_display_on_a_terminal_and_plain_lines_otherwise():
         progress.event(e)
     lines = pipe.file.getvalue().splitlines()
     assert len(lines) == 3 and lines[1].startswith("step     50") and "BLEU 12.50" in lines[2]
+
+
+def test_packed_dropout_drops_at_rate_p_scales_the_rest_and_masks_the_gradient():
+    from txcli.model import ModelConfig, Seq2SeqTransformer
+    from txcli.training import PackedDropout, use_packed_dropout
+
+    drop = PackedDropout(0.1)
+    x = (torch.rand(1000, 1001) + 0.5).requires_grad_()  # odd size: the last 64-bit draw is cut
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.1) < 0.002
+    torch.testing.assert_close(y[kept], x[kept] * (65536 / (65536 - 6554)))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)
+    torch.manual_seed(0)
+    assert torch.equal(drop(x), y)  # the draws come from torch's generator: seeds reproduce them
+    assert drop.eval()(x) is x
+    model = Seq2SeqTransformer(ModelConfig(40, 40, d_model=16, heads=2, ff=32, encoder_layers=1,
+                                           decoder_layers=1, dropout=0.1))
+    names = set(model.state_dict())
+    use_packed_dropout(model)
+    assert not any(type(m) is torch.nn.Dropout for m in model.modules())
+    assert sum(isinstance(m, PackedDropout) for m in model.modules()) == 8 and set(model.state_dict()) == names

@@ -41,11 +41,15 @@ class Setup(Event):
     max_minutes: Optional[float]
     resumed: bool
     valid_pairs: int
+    target: Optional[str] = None  # train.stop_at, e.g. "bleu >= 90"
+    compiled: bool = False
 
     def describe(self) -> str:
         limit = f", at most {self.max_minutes:g} min" if self.max_minutes else ""
-        return (f"model: {self.params:,} parameters; up to {self.max_steps} steps{limit}; "
-                f"{self.valid_pairs} validation pairs")
+        target = f", or until valid {self.target}" if self.target else ""
+        how = " (torch.compile: the first step compiles)" if self.compiled else ""
+        return (f"model: {self.params:,} parameters; up to {self.max_steps} steps{limit}{target}; "
+                f"{self.valid_pairs} validation pairs{how}")
 
 
 @dataclass
@@ -93,6 +97,23 @@ class Log(Event):
     def describe(self) -> str:
         return (f"step {self.step:>6}  epoch {self.epoch:>3}  loss {self.loss:.4f}  lr {self.lr:.2e}  "
                 f"{self.tokens_per_s:,.0f} tok/s  {clock(self.elapsed)}")
+
+
+@dataclass
+class Compiled(Event):
+    """torch.compile built graphs during a step: the first step's, or a recompile (a new shape
+    or dtype the graphs were not general enough for)."""
+
+    kind: ClassVar[str] = "compile"
+    step: int
+    elapsed: float
+    new_graphs: int
+    graphs: int          # built so far in this process: more than the first step's means recompiles
+    step_seconds: float  # the step's wall time, compiling included
+
+    def describe(self) -> str:
+        return (f"compiled {self.new_graphs} graph(s) in step {self.step} ({self.step_seconds:.1f} s with the step; "
+                f"{self.graphs} in all)")
 
 
 @dataclass
@@ -152,7 +173,7 @@ class End(Event):
     step: int
     epoch: int
     elapsed: float
-    reason: str  # max_steps | max_minutes | early_stop | interrupted | nan
+    reason: str  # max_steps | max_minutes | target | early_stop | interrupted | nan
     metric: str
     best_step: int
     best_score: Optional[float]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 from pydantic.types import AllowInfNan
 from pydantic_core import PydanticCustomError
 
@@ -141,6 +141,13 @@ class EarlyStop(Section):
     patience: Int = Field(5, ge=1, le=MAX_STEPS, description="validations without improvement before stopping")
 
 
+class StopAt(Section):
+    """Stop once a validation reaches a quality target (loss: at or below it; bleu/chrf: at or above)."""
+
+    metric: Literal["bleu", "chrf", "loss"] = "bleu"
+    value: Float = Field(..., ge=0, le=100, description="the score to reach: BLEU or chrF 0-100, or a loss (at most 100)")
+
+
 class TrainConfig(Section):
     batch_tokens: Int = Field(4096, ge=16, le=MAX_BATCH_TOKENS, description=f"padded tokens per batch and side (at most {MAX_BATCH_TOKENS:,})")
     accum_steps: Int = Field(1, ge=1, le=10_000, description="batches per update (at most 10,000)")
@@ -162,6 +169,7 @@ class TrainConfig(Section):
     keep_last: Int = Field(3, ge=0, le=10_000, description="also keep the latest N validated checkpoints (for tx average --last)")
     pool_size: Int = Field(50_000, ge=1, le=100_000_000, description="pairs length-sorted into batches at a time; bounds memory")
     early_stop: Optional[EarlyStop] = Field(default_factory=EarlyStop)
+    stop_at: Optional[StopAt] = Field(None, description="stop on reaching this validation score")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("fp32", description="auto: bf16 where the hardware runs it fast, else fp32")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: Optional[Int] = Field(None, ge=1, le=4096)
@@ -174,6 +182,15 @@ class TrainConfig(Section):
                            "schedule goes on); none: also the AdamW moments")
     ema: Optional[Float] = Field(None, gt=0, lt=1, description="decay of an exponential moving average of "
                                                                 "the weights, e.g. 0.999 (off by default)")
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the model and loss for training; auto: on CUDA only (on CPU eager measured faster)")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_choice(cls, value):
+        if value is True or value is False or value == "auto":
+            return value
+        raise ValueError("expected true, false or auto")
 
 
 class DecodeConfig(Section):

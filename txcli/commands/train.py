@@ -27,7 +27,7 @@ from ..errors import TxError, UsageError
 from ..model import Seq2SeqTransformer
 from ..precision import resolve_precision
 from ..recipe import Recipe, dump_yaml
-from ..training import Dist, Trainer, Validator
+from ..training import Dist, Trainer, Validator, resolve_compile
 from .run import load_tokenizers, model_config, pick_device, read_run_recipe, train_tokenizers
 
 SAME_ON_RESUME = ("tokenizer", "model")  # recipe sections a resumed run may not change
@@ -35,7 +35,7 @@ SAME_ON_RESUME = ("tokenizer", "model")  # recipe sections a resumed run may not
 
 @dataclass
 class TrainResult:
-    reason: str  # max_steps | max_minutes | early_stop | interrupted
+    reason: str  # max_steps | max_minutes | target | early_stop | interrupted
     signal: Optional[str]
     step: int
     metric: str
@@ -69,7 +69,8 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError(f"train.precision fp16 needs CUDA, and training runs on {device.type}; use bf16")
     precision, precision_warning = resolve_precision(cfg.precision, device)
-    cfg = cfg.model_copy(update={"precision": precision})  # what the trainer runs in: auto resolved
+    cfg = cfg.model_copy(update={"precision": precision,  # what the trainer runs in: auto resolved
+                                 "compile": resolve_compile(cfg.compile, device)})
     if source is not None and dist.is_main:
         _copy_tokenizers(source.run_dir, recipe)
     src_tok, tgt_tok = _tokenizers(recipe, dist, progress)
@@ -94,8 +95,10 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     if sink:
         sink.open(resume_step=trainer.state.step if resume else None)
         ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
+        target = cfg.stop_at and (f"{cfg.stop_at.metric} {'>=' if events.HIGHER_IS_BETTER[cfg.stop_at.metric] else '<='} "
+                                  f"{cfg.stop_at.value:g}")
         sink.event(events.Setup(sum(p.numel() for p in model.parameters()), cfg.max_steps, cfg.max_minutes,
-                                resume, validator.size if validator else 0))
+                                resume, validator.size if validator else 0, target or None, cfg.compile))
         for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
             if warning:
                 sink.event(events.Notice(warning))
