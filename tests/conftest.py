@@ -95,3 +95,28 @@ def make_tiny_run(tiny_recipe: Path) -> Path:
     save_model(recipe.run_dir / MODEL_FILE, model, cfg.to_dict())
     write_text_atomic(recipe.run_dir / RECIPE_FILE, dump_yaml(recipe.to_plain()))
     return recipe.run_dir
+
+
+@pytest.fixture
+def restore_threads():
+    """Training runs in tests use one thread (tiny models; and no spinning against other processes
+    on a busy machine); put the process-wide setting back for the tests that follow."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(path: Path, *overrides: str):
+    """The recipe at `path` for a one-thread training run, with overrides."""
+    from txcli.recipe import load_recipe
+
+    return load_recipe(path, ["train.threads=1", *overrides])
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    """A run's metrics.jsonl records."""
+    import json
+
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

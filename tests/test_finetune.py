@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import pytest
@@ -13,27 +12,16 @@ from txcli import checkpoint as ckpt
 from txcli.commands.run import open_run
 from txcli.commands.train import train
 from txcli.errors import UsageError
-from txcli.recipe import load_recipe
 from txcli.search import greedy_search
 from txcli.tokenizer import BOS_ID, EOS_ID
 from txcli.training import Trainer
 
-from .conftest import run_tx
+from .conftest import metrics, run_tx, tiny
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
-def tiny(path: Path, *overrides: str):
-    return load_recipe(path, ["train.threads=1", *overrides])
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / ckpt.METRICS_FILE).read_text().splitlines()]
 
 
 def snapshot(folder: Path) -> dict:

@@ -3,7 +3,6 @@ bounded memory, never with a traceback; valid spellings of the same recipe still
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from txcli import recipe as recipe_module
 from txcli.errors import UsageError
 from txcli.recipe import Recipe, load_recipe, memory_estimate, parameter_count
 
-from .conftest import ROOT, run_tx
+from .conftest import run_tx
 
 # ---------------------------------------------------------------------------------------------
 # every numeric field of the schema, found by walking it, with bool, text and out-of-range values

@@ -17,29 +17,16 @@ from txcli.events import Notice
 from txcli.commands.run import open_run
 from txcli.commands.train import train
 from txcli.errors import TxError, UsageError
-from txcli.recipe import load_recipe
 from txcli.search import greedy_search
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from txcli.training import Trainer, lr_at, smoothed_loss_sum
 
-from .conftest import make_corpus
+from .conftest import metrics, tiny, make_corpus
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The runs below use one thread (tiny models; and no spinning against other processes on a
-    busy machine); put the process-wide setting back for the tests that follow."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
-def tiny(path: Path, *overrides: str):
-    return load_recipe(path, ["train.threads=1", *overrides])
-
-
-def metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / ckpt.METRICS_FILE).read_text().splitlines()]
 
 
 

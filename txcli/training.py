@@ -18,7 +18,6 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 import torch
 import torch.distributed as torch_dist
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import events
