@@ -12,7 +12,7 @@ import select
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional
 
-from .checkpoint import open_atomic
+from .atomic import open_atomic
 from .errors import TxError, UsageError
 
 CHUNK_LINES = 4096  # lines read, translated and written at a time: bounds memory, not the input

@@ -20,7 +20,7 @@ from ..errors import UsageError
 from ..recipe import Corpus
 from ..streams import chunks
 from ..tokenizer import BOS_ID, EOS_ID
-from .run import Run
+from .run import Run, use_precision
 
 
 @dataclass
@@ -81,6 +81,7 @@ def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: Op
     (batch_tokens None: the recipe's decode.batch_tokens)."""
     batch_tokens = batch_tokens or run.recipe.decode.batch_tokens
     precision, warning = decoding_precision(precision, run.device)
+    use_precision(run, precision)
     summary = ScoreSummary(max_len=run.recipe.data.max_len, warning=warning)
     pairs = read_pairs(Corpus(src=src, tgt=tgt))
     for chunk in chunks(pairs):

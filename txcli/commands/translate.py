@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional
 
-from ..decoding import Decoding, check_choice, make_generator, translate_texts
-from ..search import Hypothesis
+from ..options import Hypothesis, check_choice, translate_lines
 from ..streams import CHUNK_LINES, decode_lines, line_chunks
-from .run import Run
+
+# torch-free: with --engine ctranslate2 nothing on this path imports torch (tests/test_engines.py)
 
 # --------------------------------------------------------------------------- the command
 
@@ -35,9 +35,10 @@ class TranslateSummary:
 class Formatter:
     """One output line per input line: the best translation, all n-best tab-separated, or JSON."""
 
-    def __init__(self, run: Run, fmt: str, show_tokens: bool):
+    def __init__(self, engine, fmt: str, show_tokens: bool):
+        """engine: anything with the target tokenizer as tgt_tok (an engine, a Run)."""
         check_choice("--format", fmt, ("text", "jsonl"))
-        self.tok, self.jsonl, self.show_tokens = run.tgt_tok, fmt == "jsonl", show_tokens
+        self.tok, self.jsonl, self.show_tokens = engine.tgt_tok, fmt == "jsonl", show_tokens
 
     def render(self, ids: list[int]) -> str:
         if self.show_tokens:
@@ -53,16 +54,16 @@ class Formatter:
         return json.dumps(record, ensure_ascii=False)
 
 
-def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decoding, formatter: Formatter,
+def translate_stream(engine, source: BinaryIO, sink: BinaryIO, formatter: Formatter,
                      name: str = "<stdin>", on_chunk: Optional[Callable[[TranslateSummary], None]] = None,
                      chunk_lines: int = CHUNK_LINES) -> TranslateSummary:
-    """Translate every line of `source` into `sink`, chunk by chunk, flushing after each chunk."""
-    summary = TranslateSummary(max_len=run.recipe.data.max_len)
-    generator = make_generator(decoding)
+    """Translate every line of `source` into `sink` with an engine (txcli.engines), chunk by chunk,
+    flushing after each chunk."""
+    summary = TranslateSummary(max_len=engine.max_len)
     start = time.perf_counter()
 
     def emit(texts: list[str]) -> None:
-        hyps, truncated = translate_texts(run.model, run.src_tok, texts, decoding, summary.max_len, generator)
+        hyps, truncated = translate_lines(engine, texts, summary.max_len)
         out = [formatter.line(summary.lines + 1 + k, text, h) for k, (text, h) in enumerate(zip(texts, hyps))]
         sink.write(("\n".join(out) + "\n").encode("utf-8"))
         sink.flush()
