@@ -199,3 +199,8 @@ def test_int8_in_score_and_ctranslate2(tiny_run, tmp_path):
     ct2 = run_tx("translate", str(tiny_run), "--engine", "ctranslate2", "--precision", "int8", "--threads", "1",
                  input="the dog\n\n")
     assert ct2.returncode == 0 and ct2.stdout.count("\n") == 2, ct2.stderr
+    result = run_tx("evaluate", str(tiny_run), "--engine", "ctranslate2", "--src", str(tmp_path / "s"),
+                    "--ref", str(tmp_path / "t"), "--json", "--precision", "int8", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["decoding"] == {"engine": "ctranslate2", "beam": 2, "alpha": 0.6,
+                                                     "sample": False, "precision": "int8"}

@@ -55,9 +55,9 @@ def _compute_type(ct2, precision: str, device: str) -> tuple[str, Optional[str]]
     if precision == "auto":  # as the torch engine: bf16 where the hardware does it, else fp32
         return ("bfloat16" if "bfloat16" in supported else "float32"), None
     wanted = COMPUTE_TYPES[precision]
-    if wanted not in supported:
-        return wanted, (f"--precision {precision}: CTranslate2 has no {wanted} on this {device}; "
-                        "it converts to a type it supports")
+    if wanted not in supported:  # CTranslate2 refuses to load then; the torch engine runs bf16 slowly instead
+        return "float32", (f"--precision {precision}: CTranslate2 has no efficient {wanted} on this {device} "
+                           "(no hardware support); running float32")
     return wanted, None
 
 

@@ -64,7 +64,11 @@ def cached_export(run_dir: Path) -> tuple[Path, dict, bool]:
     info = export_info(target)
     if info is not None and info.get("weights") == weights_stamp(weights) and info.get("quantization") == "none":
         return target, info, False
-    export_run(run_dir, target, "none")
+    try:
+        export_run(run_dir, target, "none")
+    except OSError as err:  # a read-only run directory, a full disk
+        raise TxError(f"{target}: cannot write the CTranslate2 export ({err.strerror}); write one elsewhere with "
+                      f"`tx export ctranslate2 {run_dir} OUT_DIR` and translate OUT_DIR") from None
     return target, export_info(target), True
 
 
