@@ -5,7 +5,7 @@ install it beside (pip install --no-deps --target DIR torchao) and pass DIR.
 
     flock /tmp/tx-bench.lock .venv/bin/python bench/int8_backends.py runs/demo data/demo/test.src /tmp/torchao
 """
-import sys, time, copy, warnings
+import sys, time, copy
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if len(sys.argv) > 3:

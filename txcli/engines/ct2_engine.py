@@ -21,7 +21,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
-from ..errors import TxError, UsageError
+from ..errors import TxError
 from ..options import DecodeOptions, Hypothesis, check_choice, lay_over, token_batches
 from ..tokenizer import BOS, EOS, PAD, SubwordTokenizer
 from .ct2_export import cached_export, export_info, missing_ctranslate2
