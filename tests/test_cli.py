@@ -24,7 +24,8 @@ def test_python_dash_m_works():
 
 
 CORE = ("model", "search", "training", "batching", "data", "attention", "checkpoint", "tokenizer", "precision",
-        "decoding", "streams", "events", "alignment", "explorer", "curves", "kv_cache", "model_schema")
+        "decoding", "streams", "events", "alignment", "explorer", "curves", "kv_cache", "model_schema",
+        "options", "atomic", "quantize")
 
 
 @pytest.mark.parametrize("module", CORE)
@@ -52,7 +53,7 @@ def test_version_and_help_in_the_order_of_the_work():
     version = run_tx("--version")
     assert version.returncode == 0 and version.stdout.startswith("tx 0."), version.stdout
     shown = run_tx("--help").stdout
-    order = ["recipe", "train-tokenizer", "train ", "average", "translate", "score", "evaluate",
+    order = ["recipe", "train-tokenizer", "train ", "average", "export", "translate", "score", "evaluate",
              "attention-dump", "inspect"]
     positions = [shown.index(f"│ {name}") for name in order]
     assert positions == sorted(positions), shown
@@ -64,6 +65,7 @@ def test_decoding_options_are_declared_once_and_reach_the_command(tiny_run, monk
     from typer.testing import CliRunner
 
     import txcli.commands.run as run_module
+    import txcli.engines.torch_engine as torch_engine
     from txcli.cli import app
 
     seen = []
@@ -72,7 +74,7 @@ def test_decoding_options_are_declared_once_and_reach_the_command(tiny_run, monk
         seen.append(opts)
         raise run_module.UsageError("captured")
 
-    monkeypatch.setattr(run_module, "run_decoding", capture)
+    monkeypatch.setattr(torch_engine, "run_decoding", capture)
     flags = ["--beam", "3", "--alpha", "0.2", "--max-len-a", "0.5", "--max-len-b", "7", "--min-len", "1",
              "--no-repeat-ngram", "2", "--batch-tokens", "99", "--sample", "--temperature", "0.7", "--top-k", "4",
              "--top-p", "0.8", "--seed", "9", "--precision", "auto"]

@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 
 from .errors import TxError
 
-WORK_ORDER = ("recipe", "train-tokenizer", "train", "average", "translate", "score", "evaluate",
+WORK_ORDER = ("recipe", "train-tokenizer", "train", "average", "export", "translate", "score", "evaluate",
               "attention-dump", "inspect")
 
 
@@ -43,6 +43,8 @@ app = typer.Typer(
 )
 recipe_app = typer.Typer(help="Validate and show recipes.", no_args_is_help=True)
 app.add_typer(recipe_app, name="recipe")
+export_app = typer.Typer(help="Write a run's model for another inference engine.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 out = Console()
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -53,7 +55,8 @@ SetOption = typer.Option(
 )
 DeviceOpt = typer.Option("auto", "--device", help="auto, cpu or cuda.")
 ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for the model (default: torch's choice).")
-PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast; fast only on GPUs and CPUs with AVX512-BF16 or AMX), or auto (bf16 where it is fast).")
+PrecisionOpt = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast; fast only on GPUs and CPUs with AVX512-BF16 or AMX), auto (bf16 where it is fast), or int8 (int8 linear layers, CPU only; with --engine ctranslate2: its compute type).")
+EngineOpt = typer.Option("torch", "--engine", help="torch (tx's own model and search) or ctranslate2 (a CTranslate2 export of the run, made on first use into RUN_DIR/ctranslate2/; pip install -e '.[ct2]')")
 BatchTokensOpt = typer.Option(None, "--batch-tokens", help="Source tokens (with padding) per batch (default: decode.batch_tokens).")
 InputErrorsOpt = typer.Option("strict", "--input-errors", help="Invalid UTF-8 in the input: strict (stop at that line, naming it) or replace (undecodable bytes become U+FFFD, every line goes on; one warning counts them).")
 
@@ -153,7 +156,7 @@ def decode_options(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .decoding import DecodeOptions
+        from .options import DecodeOptions
 
         decode = DecodeOptions(**{name: kwargs.pop(name) for name, _, _ in DECODE_OPTIONS})
         return fn(*args, decode=decode, **kwargs)
@@ -262,32 +265,51 @@ def average(
               f"{_escape(str(result.output))}")
 
 
+@export_app.command("ctranslate2")
+@user_errors
+def export_ctranslate2(
+    run_dir: Path = typer.Argument(..., help="Run directory of a trained model."),
+    out_dir: Path = typer.Argument(..., help="Directory to write (replaced whole if it is an earlier export)."),
+    quantization: str = typer.Option("none", "--quantization", help="Weights as stored: none (float32), int8, int8_float32, int8_float16, int8_bfloat16, float16 or bfloat16."),
+):
+    """A CTranslate2 model directory from a run: model.bin, vocabularies, the tokenizer files and
+    tx_export.json (decode defaults, maximum length). `tx translate OUT_DIR --engine ctranslate2`
+    runs it; so does ctranslate2.Translator(OUT_DIR)."""
+    from .engines.ct2_export import export_run
+
+    with err.status("export: converting the weights"):
+        info = export_run(run_dir, out_dir, quantization)
+    arch = info["architecture"]
+    err.print(f"wrote {_escape(str(out_dir))}: {arch['encoder_layers']}+{arch['decoder_layers']} layers, "
+              f"{'pre' if arch['pre_norm'] else 'post'}-norm, weights {quantization}")
+
+
 @app.command("translate")
 @user_errors
 @decode_options
 def translate(
-    run_dirs: List[Path] = typer.Argument(..., help="Run directory of a trained model (or a checkpoint directory in one); several: decode with their ensemble, settings from the first."),
+    run_dirs: List[Path] = typer.Argument(..., help="Run directory of a trained model (or a checkpoint directory in one; with --engine ctranslate2 also a `tx export ctranslate2` directory); several: decode with their ensemble, settings from the first."),
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="Source sentences, one a line (default: stdin)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write here, whole or not at all (default: stdout, flushed as it goes)."),
     fmt: str = typer.Option("text", "--format", help="text: one translation a line (n-best: tab-separated); jsonl: source, hypotheses and scores."),
     tokens: bool = typer.Option(False, "--tokens", help="Print subword tokens instead of detokenized text."),
     nbest: int = typer.Option(1, "--nbest", min=1, help="Hypotheses per sentence (at most the beam size; with --sample: samples)."),
     input_errors: str = InputErrorsOpt,
+    engine: str = EngineOpt,
     device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
     decode=None,
 ):
     """Translate sentences, one a line: N lines in give N lines out, in order. Empty lines stay
     empty; lines longer than the model's maximum length are truncated (one warning)."""
-    from .commands.run import open_for_decoding, run_decoding
     from .commands.translate import Formatter, translate_files
+    from .engines import open_engine
     from .views import truncation_warning
 
     decode.nbest = nbest
-    run = open_for_decoding(run_dirs, device, threads)
-    decoding = run_decoding(run, decode)
-    _warn(decoding.warning)
-    formatter = Formatter(run, fmt, tokens)
-    summary = translate_files(run, input, output, sys.stdin.buffer, sys.stdout.buffer, decoding, formatter,
+    translator = open_engine(engine, run_dirs, decode, device, threads)
+    _warn(translator.warning)
+    formatter = Formatter(translator, fmt, tokens)
+    summary = translate_files(translator, input, output, sys.stdin.buffer, sys.stdout.buffer, formatter,
                               input_errors)
     truncation_warning(err, summary.truncated, summary.max_len)
     _warn(summary.warning)
@@ -331,6 +353,7 @@ def evaluate(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also save the translations of --src here."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
     input_errors: str = InputErrorsOpt,
+    engine: str = EngineOpt,
     device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
     decode=None,
 ):
@@ -342,10 +365,10 @@ def evaluate(
     from .views import evaluation_table
 
     req = EvalRequest(ref=ref, src=src, hyp=hyp, output=output, input_errors=input_errors)
-    run, decoding, req = prepare(list(run_dirs or []) or None, req, decode, device, threads)
-    _warn(decoding and decoding.warning)
+    translator, req = prepare(list(run_dirs or []), req, decode, device, threads, engine)
+    _warn(translator and translator.warning)
     with err.status("evaluate: translating" if hyp is None else "evaluate: scoring") as status:
-        result = run_evaluate(run, req, decoding, lambda n: status.update(f"evaluate: translated {n} sentences"))
+        result = run_evaluate(translator, req, lambda n: status.update(f"evaluate: translated {n} sentences"))
     _warn(result.get("input_warning"))
     if as_json:
         print(json.dumps(result, indent=2))
@@ -386,7 +409,7 @@ def attention_dump(
     self-attention and cross-attention, every layer and head, as data (jsonl/npz), pictures
     (--plot, --show) or word alignments (--align)."""
     from .commands.attention import DumpRequest, dump_attention, selection_from_options, with_default_output
-    from .decoding import DecodeOptions
+    from .options import DecodeOptions
     from .views import attention_heatmap, attention_summary
 
     if precision.isdigit():  # --precision counted digits before it meant fp32/bf16

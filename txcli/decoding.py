@@ -14,41 +14,13 @@ from typing import Optional
 import torch
 
 from .errors import UsageError
+from .options import (DecodeOptions, RECIPE_KEYS, check_choice, encode_sources, flag,  # noqa: F401 (re-exported)
+                      lay_over, token_batches)
 from .precision import resolve_precision
 from .search import Hypothesis, SearchConfig, Workspace, beam_search, sample
 from .tokenizer import BOS_ID, EOS_ID
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-@dataclass
-class DecodeOptions:
-    """What the user asked for on top of the recipe's `decode` section (None: the recipe's value)."""
-
-    beam: Optional[int] = None
-    alpha: Optional[float] = None
-    max_len_a: Optional[float] = None
-    max_len_b: Optional[int] = None
-    min_len: Optional[int] = None
-    no_repeat_ngram: Optional[int] = None
-    batch_tokens: Optional[int] = None
-    nbest: int = 1
-    sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 1
-    precision: str = "fp32"
-
-
-# the smallest value each option takes, and the flag that names it in messages
-_LOWER_BOUNDS = {"beam": 1, "batch_tokens": 1, "nbest": 1, "min_len": 0, "no_repeat_ngram": 0,
-                 "max_len_b": 0, "max_len_a": 0, "alpha": 0, "top_k": 0}
-RECIPE_KEYS = ("beam", "alpha", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram", "batch_tokens")
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # int8: dynamic int8 linears (txcli/quantize.py), CPU only
 
 
 @dataclass
@@ -63,61 +35,31 @@ class Decoding:
     warning: Optional[str] = None  # about the settings (bf16 where it is slow), for the user
 
 
-def check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise UsageError(f"{option} {value!r}: expected one of {', '.join(choices)}")
-
-
 def decoding_precision(requested: str, device: torch.device) -> tuple[str, Optional[str]]:
     """--precision checked and resolved (auto -> bf16 or fp32), with a warning for slow bf16."""
     check_choice("--precision", requested, PRECISIONS)
+    if requested == "int8":  # dynamic int8 linears: fbgemm kernels exist on CPU only
+        if device.type != "cpu":
+            raise UsageError(f"--precision int8 runs on the CPU only (device is {device.type}); "
+                             "use --device cpu, or --precision fp32/bf16 on the GPU")
+        return "int8", None
     precision, warning = resolve_precision(requested, device)
     return precision, warning and f"--precision {warning}"
 
 
 def resolve_decoding(recipe_decode, opts: DecodeOptions, device: torch.device) -> Decoding:
     """The recipe's `decode` section with the command-line values laid over it."""
-    for name, low in _LOWER_BOUNDS.items():
-        value = getattr(opts, name)
-        if value is not None and value < low:
-            raise UsageError(f"{flag(name)} {value}: must be at least {low}")
+    chosen = lay_over(recipe_decode, opts)
     precision, warning = decoding_precision(opts.precision, device)
-    chosen = {k: getattr(recipe_decode, k) if getattr(opts, k) is None else getattr(opts, k) for k in RECIPE_KEYS}
     batch_tokens = chosen.pop("batch_tokens")
-    extra = {k: getattr(opts, k) for k in ("nbest", "sample", "temperature", "top_k", "top_p")}
     try:
-        search = SearchConfig(**chosen, **extra)
+        search = SearchConfig(**chosen)
     except ValueError as err:
         raise UsageError(f"decoding options: {err} (--beam, --nbest, --temperature, --top-p)") from None
     return Decoding(search, batch_tokens, precision, opts.seed, device, warning)
 
 
 # --------------------------------------------------------------------------- rows of ids
-
-
-def encode_sources(tok, texts: list[str], max_len: int) -> tuple[list[Optional[list[int]]], int]:
-    """Source ids + </s> per line, None for an empty or blank line (not translated). Lines longer
-    than max_len subwords are cut to max_len; returns how many were."""
-    todo = [i for i, t in enumerate(texts) if t.strip()]
-    rows: list[Optional[list[int]]] = [None] * len(texts)
-    truncated = 0
-    for i, ids in zip(todo, tok.encode_batch([texts[i] for i in todo])):
-        truncated += len(ids) > max_len
-        rows[i] = ids[:max_len] + [EOS_ID]
-    return rows, truncated
-
-
-def token_batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Indices sorted by length (longest first) and cut so that sentences x longest <= batch_tokens
-    (a single sentence over the budget still gets a batch of its own)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    batches: list[list[int]] = []
-    for i in order:
-        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= batch_tokens:
-            batches[-1].append(i)
-        else:
-            batches.append([i])
-    return batches
 
 
 def pad_rows(rows: list[list[int]], pad_id: int, device) -> torch.Tensor:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional
 
+from .atomic import open_atomic
 from .errors import TxError, UsageError
 
 CHUNK_LINES = 4096  # lines read, translated and written at a time: bounds memory, not the input
@@ -163,7 +164,5 @@ def open_output(path: Optional[Path], stdout: Optional[BinaryIO]):
         if stdout is not None:
             stdout.flush()
         return
-    from .checkpoint import open_atomic  # here, not at the top: checkpoint loads torch
-
     with open_atomic(path) as f:
         yield f

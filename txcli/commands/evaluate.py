@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..data import read_pairs
-from ..decoding import DecodeOptions, Decoding, make_generator, translate_texts
 from ..errors import UsageError
-from ..recipe import Corpus
+from ..options import DecodeOptions, translate_lines
+from ..recipe import Corpus, read_saved_recipe
 from ..streams import ReplacedLines, chunks, input_errors, open_output
-from .run import Run, open_for_decoding, run_decoding
 
 
 @dataclass
@@ -25,27 +24,30 @@ class EvalRequest:
     input_errors: str = "strict"  # or replace: invalid UTF-8 in the files
 
 
-def default_test_files(run: Run, req: EvalRequest) -> EvalRequest:
+def default_test_files(run_dir: Path, req: EvalRequest) -> EvalRequest:
     """No --src/--hyp/--ref at all: the recipe's test split (two text files)."""
     if req.src or req.hyp or req.ref:
         return req
-    test = run.recipe.data.test
+    recipe_file = Path(run_dir) / "recipe.yaml"
+    test = read_saved_recipe(recipe_file).data.test if recipe_file.is_file() else None
     if test is None or test.format != "text":
         raise UsageError("give --src and --ref (or --hyp and --ref): the recipe has no plain-text test split")
-    return EvalRequest(ref=test.tgt, src=test.src, output=req.output)
+    return EvalRequest(ref=test.tgt, src=test.src, output=req.output, input_errors=req.input_errors)
 
 
-def prepare(run_dir: Optional[Path] | list[Path], req: EvalRequest, decode: DecodeOptions, device: str = "auto",
-            threads: Optional[int] = None) -> tuple[Optional[Run], Optional[Decoding], EvalRequest]:
-    """The run and decoding settings a request needs (none to score a --hyp file), and the
-    request with the recipe's test split filled in when no file was given. Several run
-    directories translate as an ensemble (the first run's recipe decides the settings)."""
+def prepare(run_dirs: list[Path], req: EvalRequest, decode: DecodeOptions, device: str = "auto",
+            threads: Optional[int] = None, engine: str = "torch") -> tuple[Optional[object], EvalRequest]:
+    """The engine a request needs (none to score a --hyp file), and the request with the recipe's
+    test split filled in when no file was given. Several run directories translate as an
+    ensemble (the first run's recipe decides the settings)."""
+    from ..engines import open_engine
+
     if req.hyp is not None:
-        return None, None, req
-    if run_dir is None or (isinstance(run_dir, list) and not run_dir):
+        return None, req
+    if not run_dirs:
         raise UsageError("give a RUN_DIR to translate with, or --hyp FILE --ref FILE")
-    run = open_for_decoding(run_dir, device, threads)
-    return run, run_decoding(run, decode), default_test_files(run, req)
+    translator = open_engine(engine, run_dirs, decode, device, threads)
+    return translator, default_test_files(run_dirs[0], req)
 
 
 def check_request(req: EvalRequest, have_run: bool) -> None:
@@ -60,18 +62,15 @@ def check_request(req: EvalRequest, have_run: bool) -> None:
             raise UsageError(f"{flag} {path}: file not found")
 
 
-def translate_file(run: Run, src: Path, ref: Path, decoding: Decoding,
-                   on_progress: Optional[Callable[[int], None]] = None,
+def translate_file(engine, src: Path, ref: Path, on_progress: Optional[Callable[[int], None]] = None,
                    replaced: Optional[ReplacedLines] = None) -> tuple[list[str], list[str]]:
     """(hypotheses, references): the source translated chunk by chunk; the two files must align."""
     hyps: list[str] = []
     refs: list[str] = []
     pairs = read_pairs(Corpus(src=src, tgt=ref), replaced)
-    generator = make_generator(decoding)
     for chunk in chunks(pairs):
-        found, _ = translate_texts(run.model, run.src_tok, [s for s, _ in chunk], decoding,
-                                   run.recipe.data.max_len, generator)
-        hyps.extend(run.tgt_tok.decode(h[0].tokens) if h else "" for h in found)
+        found, _ = translate_lines(engine, [s for s, _ in chunk], engine.max_len)
+        hyps.extend(engine.tgt_tok.decode(h[0].tokens) if h else "" for h in found)
         refs.extend(r for _, r in chunk)
         if on_progress is not None:
             on_progress(len(hyps))
@@ -88,17 +87,16 @@ def corpus_scores(hyps: list[str], refs: list[str]) -> dict:
             "chrf_signature": str(chrf.get_signature())}
 
 
-def evaluate(run: Optional[Run], req: EvalRequest, decoding: Optional[Decoding],
-             on_progress: Optional[Callable[[int], None]] = None) -> dict:
+def evaluate(engine, req: EvalRequest, on_progress: Optional[Callable[[int], None]] = None) -> dict:
     """BLEU/chrF and what they were computed on."""
-    check_request(req, run is not None)
+    check_request(req, engine is not None)
     replaced = input_errors(req.input_errors)
     start = time.perf_counter()
     if req.hyp is not None:
         pairs = list(read_pairs(Corpus(src=req.hyp, tgt=req.ref), replaced))
         hyps, refs = [h for h, _ in pairs], [r for _, r in pairs]
     else:
-        hyps, refs = translate_file(run, req.src, req.ref, decoding, on_progress, replaced)
+        hyps, refs = translate_file(engine, req.src, req.ref, on_progress, replaced)
         if req.output is not None:
             with open_output(req.output, None) as f:
                 f.write("".join(h + "\n" for h in hyps).encode("utf-8"))
@@ -108,7 +106,6 @@ def evaluate(run: Optional[Run], req: EvalRequest, decoding: Optional[Decoding],
                    "seconds": round(time.perf_counter() - start, 2)})
     if replaced is not None and replaced.counts:
         result["replaced_lines"], result["input_warning"] = replaced.counts, replaced.warning()
-    if run is not None and req.src is not None:
-        s = decoding.search
-        result["decoding"] = {"beam": s.beam, "alpha": s.alpha, "sample": s.sample, "precision": decoding.precision}
+    if engine is not None and req.src is not None:
+        result["decoding"] = engine.settings()
     return result

@@ -163,5 +163,17 @@ def open_runs(paths: list[Path], device: str = "auto") -> Run:
 
 
 def run_decoding(run: Run, opts: DecodeOptions) -> Decoding:
-    """The run's recipe `decode` section with the command-line options laid over it."""
-    return resolve_decoding(run.recipe.decode, opts, run.device)
+    """The run's recipe `decode` section with the command-line options laid over it; with
+    --precision int8 the run decodes with an int8 copy of its model from then on."""
+    decoding = resolve_decoding(run.recipe.decode, opts, run.device)
+    use_precision(run, decoding.precision)
+    return decoding
+
+
+def use_precision(run: Run, precision: str) -> None:
+    """int8: replace run.model by an int8 copy (txcli/quantize.py); other precisions need none."""
+    if precision == "int8" and not getattr(run.model, "tx_int8", False):
+        from ..quantize import int8_copy
+
+        run.model = int8_copy(run.model)
+        run.model.tx_int8 = True

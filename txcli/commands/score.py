@@ -21,7 +21,7 @@ from ..recipe import Corpus
 from ..search import members
 from ..streams import chunks, input_errors, open_output
 from ..tokenizer import BOS_ID, EOS_ID
-from .run import Run
+from .run import Run, use_precision
 
 
 @dataclass
@@ -96,6 +96,7 @@ def score_files(run: Run, src: Path, tgt: Path, sink: BinaryIO, batch_tokens: Op
     (batch_tokens None: the recipe's decode.batch_tokens; errors: strict or replace invalid UTF-8)."""
     batch_tokens = batch_tokens or run.recipe.decode.batch_tokens
     precision, warning = decoding_precision(precision, run.device)
+    use_precision(run, precision)
     replaced = input_errors(errors)
     summary = ScoreSummary(max_len=run.recipe.data.max_len, warning=warning)
     pairs = read_pairs(Corpus(src=src, tgt=tgt), replaced)

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
-from ..decoding import Decoding, check_choice, make_generator, translate_texts
-from ..search import Hypothesis
+from ..options import Hypothesis, check_choice, translate_lines
 from ..streams import CHUNK_LINES, ReplacedLines, decode_lines, input_errors, line_chunks, open_input, open_output
-from .run import Run
+
+# torch-free: with --engine ctranslate2 nothing on this path imports torch (tests/test_engines.py)
 
 # --------------------------------------------------------------------------- the command
 
@@ -37,9 +37,10 @@ class TranslateSummary:
 class Formatter:
     """One output line per input line: the best translation, all n-best tab-separated, or JSON."""
 
-    def __init__(self, run: Run, fmt: str, show_tokens: bool):
+    def __init__(self, engine, fmt: str, show_tokens: bool):
+        """engine: anything with the target tokenizer as tgt_tok (an engine, a Run)."""
         check_choice("--format", fmt, ("text", "jsonl"))
-        self.tok, self.jsonl, self.show_tokens = run.tgt_tok, fmt == "jsonl", show_tokens
+        self.tok, self.jsonl, self.show_tokens = engine.tgt_tok, fmt == "jsonl", show_tokens
 
     def render(self, ids: list[int]) -> str:
         if self.show_tokens:
@@ -55,27 +56,27 @@ class Formatter:
         return json.dumps(record, ensure_ascii=False)
 
 
-def translate_files(run: Run, input: Optional[Path], output: Optional[Path], stdin: BinaryIO, stdout: BinaryIO,
-                    decoding: Decoding, formatter: Formatter, errors: str = "strict") -> TranslateSummary:
+def translate_files(engine, input: Optional[Path], output: Optional[Path], stdin: BinaryIO, stdout: BinaryIO,
+                    formatter: Formatter, errors: str = "strict") -> TranslateSummary:
     """The command: --input (default stdin) to --output (default stdout, else written whole or
     not at all). errors: strict (invalid UTF-8 stops at that line, naming it) or replace."""
     replaced = input_errors(errors)
     with open_input(input, stdin) as (source, name), open_output(output, stdout) as sink:
-        summary = translate_stream(run, source, sink, decoding, formatter, name, replaced=replaced)
+        summary = translate_stream(engine, source, sink, formatter, name, replaced=replaced)
     summary.warning = replaced and replaced.warning()
     return summary
 
 
-def translate_stream(run: Run, source: BinaryIO, sink: BinaryIO, decoding: Decoding, formatter: Formatter,
+def translate_stream(engine, source: BinaryIO, sink: BinaryIO, formatter: Formatter,
                      name: str = "<stdin>", on_chunk: Optional[Callable[[TranslateSummary], None]] = None,
                      chunk_lines: int = CHUNK_LINES, replaced: Optional[ReplacedLines] = None) -> TranslateSummary:
-    """Translate every line of `source` into `sink`, chunk by chunk, flushing after each chunk."""
-    summary = TranslateSummary(max_len=run.recipe.data.max_len)
-    generator = make_generator(decoding)
+    """Translate every line of `source` into `sink` with an engine (txcli.engines), chunk by chunk,
+    flushing after each chunk."""
+    summary = TranslateSummary(max_len=engine.max_len)
     start = time.perf_counter()
 
     def emit(texts: list[str]) -> None:
-        hyps, truncated = translate_texts(run.model, run.src_tok, texts, decoding, summary.max_len, generator)
+        hyps, truncated = translate_lines(engine, texts, summary.max_len)
         out = [formatter.line(summary.lines + 1 + k, text, h) for k, (text, h) in enumerate(zip(texts, hyps))]
         sink.write(("\n".join(out) + "\n").encode("utf-8"))
         sink.flush()

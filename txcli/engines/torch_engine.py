@@ -1,0 +1,33 @@
+"""The torch engine: the run's own model and search (txcli.decoding.translate_rows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from ..commands.run import Run, open_for_decoding, run_decoding
+from ..decoding import Decoding, make_generator, translate_rows
+from ..options import DecodeOptions
+
+
+class TorchEngine:
+    def __init__(self, run: Run, decoding: Decoding):
+        self.run, self.decoding = run, decoding
+        self.src_tok, self.tgt_tok = run.src_tok, run.tgt_tok
+        self.max_len = run.recipe.data.max_len
+        self.warning = decoding.warning
+        self.generator = make_generator(decoding)  # one random stream across chunks
+
+    @classmethod
+    def open(cls, run_dir: Path, decode: DecodeOptions, device: str = "auto",
+             threads: Optional[int] = None) -> "TorchEngine":
+        run = open_for_decoding(run_dir, device, threads)
+        return cls(run, run_decoding(run, decode))
+
+    def settings(self) -> dict:
+        s = self.decoding.search
+        return {"engine": "torch", "beam": s.beam, "alpha": s.alpha, "sample": s.sample,
+                "precision": self.decoding.precision}
+
+    def translate_rows(self, rows: list[list[int]]):
+        return translate_rows(self.run.model, rows, self.decoding, self.generator)

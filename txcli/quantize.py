@@ -1,0 +1,36 @@
+"""int8 decoding on the CPU: a copy of the model whose Linear layers multiply in int8.
+
+Dynamic quantization: weights are stored as int8 (one scale per output row), activations are
+quantized per batch on the fly, products accumulate in int32 (fbgemm kernels). Every Linear the
+model calls goes through its module's forward (the fused qkv/kv projections, W_O, the
+feed-forward, and the output projection over the vocabulary, which at an 8k vocabulary is the
+single largest product of a decoding step); embeddings and layer norms stay fp32.
+
+Why torch.ao.quantization.quantize_dynamic although torch marks it deprecated: measured on the
+demo model, greedy, 200 test sentences, 2 threads, one process (2 rounds): fp32 826-870 sent/s,
+quantize_dynamic 1,060-1,076, torchao 0.18's Int8DynamicActivationInt8WeightConfig (its
+replacement) 535-555, slower than fp32 here, and it needs an extra package. The choice lives
+here only; callers ask for `int8_copy(model)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+import torch.nn as nn
+
+
+def int8_copy(model: nn.Module) -> nn.Module:
+    """An inference copy of `model` with int8 Linear layers; `model` itself is left as it was
+    (fp32, tied weights still tied). A Linear whose weight is tied to an embedding gets its own
+    int8 copy of that weight; the embedding stays fp32."""
+    clone = copy.deepcopy(model).eval()  # deepcopy keeps the clone's own ties; the original is untouched
+    if "fbgemm" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "fbgemm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice of torch.ao.quantization
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(clone, {nn.Linear}, dtype=torch.qint8, inplace=True)
