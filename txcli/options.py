@@ -36,10 +36,10 @@ class DecodeOptions:
 
 @dataclass
 class Hypothesis:
-    """One output of either engine (search.Hypothesis has the same fields)."""
+    """One output of either engine (search.py returns these too)."""
 
     tokens: list[int]  # output ids without <s> and </s>
-    score: float  # what the search ranked by
+    score: float  # what the search ranked by: logprob / length penalty
     logprob: float  # model log-probability of tokens + </s>
 
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .kv_cache import new_cache
 from .model import Seq2SeqTransformer
+from .options import Hypothesis  # torch-free: the ctranslate2 engine returns the same type
 
 NEG_INF = float("-inf")
 
@@ -52,13 +53,6 @@ class SearchConfig:
             raise ValueError(f"nbest ({self.nbest}) cannot exceed the beam size ({self.beam})")
         if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ValueError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
-
-
-@dataclass
-class Hypothesis:
-    tokens: list[int]  # output ids without <s> and </s>
-    score: float  # logprob / length penalty: what the search ranks by
-    logprob: float  # model log-probability of tokens + </s>
 
 
 def length_penalty(length, alpha: float):
