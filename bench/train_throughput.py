@@ -154,6 +154,10 @@ def run_tx(recipe, mcfg, src_tok, tgt_tok, steps: int, warmup: int, run_dir: str
 
 
 def child(kind: str, precision: str, args, run_dir: str, queue) -> None:
+    from txcli.heap import keep_freed_memory
+
+    if not args.default_heap:
+        keep_freed_memory()  # as `tx train` does; both loops alike
     import torch
 
     from txcli.commands.run import model_config
@@ -202,6 +206,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--loops", default="bare,tx,txc",
                         help="bare: nn.Transformer; tx: eager; txc: compiled; txn, txcn: the same with torch's dropout")
+    parser.add_argument("--default-heap", action="store_true",
+                        help="leave glibc's malloc as it is (tx train keeps freed memory: txcli/heap.py)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()

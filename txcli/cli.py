@@ -225,9 +225,11 @@ def train(
     Runs on one process, or on several with DistributedDataParallel under
     `torchrun --nproc_per_node=N $(which tx) train RECIPE`. Ctrl-C saves a checkpoint first.
     """
+    from .heap import keep_freed_memory
     from .openmp import short_spin_waits
 
     short_spin_waits()  # before torch loads OpenMP
+    keep_freed_memory()  # steps reuse their pages instead of faulting in fresh ones
     from .commands.train import train as run_training
     from .progress import train_progress
 
