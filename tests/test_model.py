@@ -93,6 +93,36 @@ def test_attention_weights_path_is_softmax_of_scaled_scores():
     assert torch.allclose(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-5)
 
 
+def test_training_attention_on_cpu_drops_weights_through_its_dropout_module():
+    """With dropout in training, CPU attention takes the explicit path: the weights (not the
+    output) go through weight_dropout, the module training swaps for its cheaper mask, and
+    the causal mask still hides the future. Here the dropout is a fixed mask, so the expected
+    output can be computed by hand."""
+    from txcli.model import SelfAttention
+
+    torch.manual_seed(0)
+    attn = SelfAttention(8, 2, dropout=0.5).train()
+    fixed = (torch.rand(3, 2, 5, 5) > 0.5).float() * 2.0
+
+    class FixedMask(torch.nn.Module):
+        def forward(self, w):
+            return w * fixed
+
+    attn.weight_dropout = FixedMask()
+    x = torch.randn(3, 5, 8)
+    out, _ = attn(x, causal=True)
+    q, k, v = attn.split_heads(attn.qkv_proj(x), 3)
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(4)).masked_fill(~causal_mask(5), float("-inf"))
+    expected = attn.out_proj(((torch.softmax(scores, -1) * fixed) @ v).transpose(1, 2).flatten(2))
+    torch.testing.assert_close(out, expected)
+    x2 = x.clone()
+    x2[:, 3:] = torch.randn(3, 2, 8)  # change the future: the first three outputs stay
+    torch.testing.assert_close(attn(x2, causal=True)[0][:, :3], out[:, :3])
+    attn.eval()  # no dropout: the fused kernel, which ignores weight_dropout
+    torch.testing.assert_close(attn(x, causal=True)[0], attn.out_proj(
+        (torch.softmax(scores, -1) @ v).transpose(1, 2).flatten(2)))
+
+
 def _check_rows(weights):
     assert (weights >= 0).all()
     assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:-1]), atol=1e-5)

@@ -81,7 +81,7 @@ def xavier_linear(d_in: int, d_out: int, blocks: int = 1) -> nn.Linear:
 
 
 def attention_weights_path(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
-                           dropout_p: float = 0.0) -> tuple[Tensor, Tensor]:
+                           dropout: Optional[nn.Module] = None) -> tuple[Tensor, Tensor]:
     """Explicit softmax(QK^T/sqrt(d_k))V that also returns the weights. q [B,H,Tq,dk], k/v
     [B,H,Tk,dk], mask bool broadcastable to [B,H,Tq,Tk], True = may attend -> (out [B,H,Tq,dk],
     weights [B,H,Tq,Tk]); dropout (training only) hits the output, not the returned weights."""
@@ -89,7 +89,7 @@ def attention_weights_path(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tenso
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    dropped = F.dropout(weights, dropout_p) if dropout_p > 0.0 else weights
+    dropped = dropout(weights) if dropout is not None else weights
     return dropped @ v, weights
 
 
@@ -114,6 +114,7 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, dropout: float):
         super().__init__()
         self.heads, self.d_k, self.dropout = heads, d_model // heads, dropout
+        self.weight_dropout = nn.Dropout(dropout)  # on the attention weights, where the path is explicit
         self.out_proj = xavier_linear(d_model, d_model)
 
     def split_heads(self, x: Tensor, n: int) -> Tensor:
@@ -126,12 +127,17 @@ class MultiHeadAttention(nn.Module):
         mask: True = may attend. causal: the queries are the last Tq of the Tk positions and
         causal_mask applies; with no earlier steps, as the kernel's own is_causal flag."""
         p = self.dropout if self.training else 0.0
-        if causal and (need_weights or k.size(-2) > q.size(-2)):  # is_causal means causal_mask(T, 0)
+        # CPU's fused kernel has no dropout: its fallback is the explicit path with torch's
+        # float-per-weight mask. Ours runs the weights through weight_dropout, which training swaps
+        # for a cheaper mask (training.PackedDropout).
+        explicit = need_weights or (p > 0.0 and q.device.type == "cpu")
+        if causal and (explicit or k.size(-2) > q.size(-2)):  # is_causal means causal_mask(T, 0)
             Tq, start = q.size(-2), k.size(-2) - q.size(-2)
             # spell the mask out; one new token after cached steps sees them all: nothing to mask
-            mask, causal = (causal_mask(Tq, start, q.device) if need_weights or Tq > 1 else None), False
-        if need_weights:
-            out, weights = attention_weights_path(q, k, v, mask, p)
+            mask, causal = (causal_mask(Tq, start, q.device) if explicit or Tq > 1 else None), False
+        if explicit:
+            out, weights = attention_weights_path(q, k, v, mask, self.weight_dropout if p > 0.0 else None)
+            weights = weights if need_weights else None
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
             weights = None
