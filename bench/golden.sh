@@ -14,7 +14,8 @@ tx translate "$run" --threads 1 --nbest 3 --format jsonl < "$out/in.src" > "$out
 tx translate "$run" --threads 1 --sample --top-p 0.9 --nbest 2 --seed 3 --format jsonl < "$out/in.src" > "$out/sample.jsonl"
 tx translate "$run" --threads 1 --precision int8 < "$out/in.src" > "$out/int8.txt"
 tx score "$run" --src "$out/in.src" --tgt "$out/in.tgt" > "$out/score.txt"
-tx evaluate "$run" --src "$out/in.src" --ref "$out/in.tgt" --json > "$out/evaluate.json"
+# the wall time and the output folder differ between runs: left out of the comparison
+tx evaluate "$run" --src "$out/in.src" --ref "$out/in.tgt" --json | grep -v '"seconds"' | sed "s|$out|OUT|g" > "$out/evaluate.json"
 head -n 5 "$out/in.src" > "$out/five.src"; head -n 5 "$out/in.tgt" > "$out/five.tgt"
 tx attention-dump "$run" --input "$out/five.src" --format jsonl --output "$out/attention.jsonl"
 tx attention-dump "$run" --input "$out/five.src" --ref "$out/five.tgt" --align --output "$out/align.pharaoh"
