@@ -41,3 +41,23 @@ def test_shared_tensors_are_stored_once(tmp_path: Path):
     save_tensors(tmp_path / "t.safetensors", {"a": a, "b": a, "c": torch.ones(2)})
     loaded, meta = load_tensors(tmp_path / "t.safetensors")
     assert torch.equal(loaded["a"], a) and loaded["b"] is loaded["a"] and "tx.aliases" not in meta
+
+
+def test_interrupted_writes_are_removed_and_nothing_else(tmp_path: Path):
+    """What `kill -9` during a checkpoint save leaves (a .step-NNNNNN.XXXX.tmp directory, a
+    half-written model file) goes; complete checkpoints, the .old copy a crash between two renames
+    keeps, and the user's own files stay."""
+    from txcli.checkpoint import remove_interrupted_writes
+
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / ".step-000460.k2j3.tmp").mkdir(parents=True)
+    (ckpts / ".step-000460.k2j3.tmp" / "model.safetensors").write_bytes(b"half")
+    (ckpts / "step-000400").mkdir()
+    (ckpts / ".last.old").mkdir()
+    (tmp_path / ".model.safetensors.x8.tmp").write_bytes(b"half")
+    (tmp_path / "notes.tmp").write_text("mine")
+    removed = remove_interrupted_writes(tmp_path)
+    assert sorted(p.name for p in removed) == [".model.safetensors.x8.tmp", ".step-000460.k2j3.tmp"]
+    assert sorted(p.name for p in ckpts.iterdir()) == [".last.old", "step-000400"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "notes.tmp"]
+    assert remove_interrupted_writes(tmp_path / "absent") == []

@@ -118,6 +118,28 @@ def resolve_checkpoint_dir(path: Path) -> Path:
     return path
 
 
+def remove_interrupted_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporaries that a write killed half-way left in a run directory (the
+    `.NAME.XXXX.tmp` files and directories of `atomic`), in the run directory itself and in
+    checkpoints/; returns what was removed. Called when training starts, the one moment nothing
+    else of this run is writing. A `.NAME.old` directory is kept: `resolve_checkpoint_dir` may
+    still need it."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    removed = []
+    for folder in (run_dir, run_dir / CHECKPOINTS):
+        if not folder.is_dir():
+            continue
+        for child in sorted(folder.glob(".*.tmp")):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed.append(child)
+    return removed
+
+
 def optimizer_to_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Split `optimizer.state_dict()` into tensors (safetensors) and everything else (JSON)."""
     tensors, plain_state = {}, {}
