@@ -1,11 +1,11 @@
 """The training loop: accumulation, mixed precision, clipping, the schedule, validation, early
-stopping, checkpoints, resume and continued training, under DistributedDataParallel or alone.
+stopping and checkpoints, under DistributedDataParallel or alone.
 
 Knows nothing of recipes' YAML or the terminal: `cfg` is any object with the attributes of
 `recipe.TrainConfig`, and progress leaves through `on_event(events.Event)` (rank 0 only), which the
 command layer turns into metrics.jsonl, train.log and the live display. The parts live beside it:
-loss.py, optim.py, compiled.py, fast_dropout.py, distributed.py, validation.py, ema.py and
-train_state.py.
+loss.py, optim.py, compiled.py, fast_dropout.py, distributed.py, validation.py, ema.py,
+train_state.py and train_report.py; resume.py starts a Trainer from a checkpoint.
 """
 
 from __future__ import annotations

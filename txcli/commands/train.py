@@ -22,15 +22,15 @@ import torch
 from .. import checkpoint as ckpt
 from .. import events
 from ..batching import BatchStream, encode_pairs
+from ..compiled import resolve_compile
 from ..data import read_pairs
+from ..distributed import Dist
 from ..errors import TxError, UsageError
 from ..model import Seq2SeqTransformer
 from ..model_schema import first_difference, max_positions
 from ..precision import resolve_precision
 from ..process import apply_process_settings
 from ..recipe import Recipe, dump_yaml
-from ..compiled import resolve_compile
-from ..distributed import Dist
 from ..resume import init_from, resume_training
 from ..training import Trainer
 from ..validation import Validator
