@@ -11,6 +11,7 @@ train_state.py and train_report.py; resume.py starts a Trainer from a checkpoint
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from pathlib import Path
@@ -208,7 +209,10 @@ class Trainer:
                 ckpt.save_model(self.paths.model, self.model, self.model_config, extra)
         else:
             self.state.bad_validations += 1
-        self._keep_step_checkpoint(score, scores)  # the trained weights: what `tx average` averages
+        save = functools.partial(ckpt.save_weights_checkpoint, model=self.model, model_config=self.model_config,
+                                 state={"step": self.state.step, "metric": self.metric, **scores})
+        keep_step_checkpoint(self.state, self.paths, score, events.HIGHER_IS_BETTER[self.metric], self.cfg.keep_best,
+                             self.cfg.keep_last, save)  # the trained weights: what `tx average` averages
         elapsed = round(self.report.elapsed(), 3)
         self.on_event(events.Validation(self.state.step, self.state.epoch, elapsed, **scores,
                                         best=best and not use_ema))
@@ -219,14 +223,6 @@ class Trainer:
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if events.HIGHER_IS_BETTER[self.metric] else a < b
-
-    def _keep_step_checkpoint(self, score: float, scores: dict) -> None:
-        def save(path: Path) -> None:
-            extra = {"step": self.state.step, "metric": self.metric, **scores}
-            ckpt.save_weights_checkpoint(path, self.model, self.model_config, extra)
-
-        keep_step_checkpoint(self.state, self.paths, score, events.HIGHER_IS_BETTER[self.metric],
-                             self.cfg.keep_best, self.cfg.keep_last, save)
 
     def _save_last(self) -> None:
         rng = self.dist.gather(rng_state(self.device))  # every rank's dropout stream
