@@ -38,7 +38,7 @@ def greedy_test_scores(run_dir: Path) -> dict:
     from txcli.batching import encode_pairs
     from txcli.commands.run import open_run
     from txcli.data import read_pairs
-    from txcli.training import Validator
+    from txcli.validation import Validator
 
     run = open_run(run_dir, device="cpu")
     pairs = list(read_pairs(run.recipe.data.test))

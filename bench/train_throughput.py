@@ -125,7 +125,8 @@ def run_reference(recipe, mcfg, batches, precision: str, warmup: int) -> dict:
             "final_loss": float(loss)}
 
 
-def run_tx(recipe, mcfg, src_tok, tgt_tok, steps: int, warmup: int, run_dir: str) -> dict:
+def run_tx(recipe, mcfg, src_tok, tgt_tok, steps: int, warmup: int, run_dir: str,
+           packed_dropout: bool = True) -> dict:
     import torch
 
     from txcli import events
@@ -142,7 +143,8 @@ def run_tx(recipe, mcfg, src_tok, tgt_tok, steps: int, warmup: int, run_dir: str
             clocks.append((time.process_time(), time.perf_counter()))
 
     trainer = Trainer(model, mcfg.to_dict(), recipe.train, make_stream(recipe, src_tok, tgt_tok), None,
-                      Path(run_dir) / "bench", torch.device("cpu"), on_event=on_event)
+                      Path(run_dir) / "bench", torch.device("cpu"), on_event=on_event,
+                      packed_dropout=packed_dropout)
     trainer.fit()
     windows = [e for e in logs if isinstance(e, events.Log)][1:]  # the first window is the warmup
     compiled = [e for e in logs if isinstance(e, events.Compiled)]
@@ -174,11 +176,9 @@ def child(kind: str, precision: str, args, run_dir: str, queue) -> None:
         batches = [b for _, b in zip(range(args.steps), stream.epoch(1))]
         result = run_reference(recipe, mcfg, batches, precision, args.warmup)
     else:
-        if kind.endswith("n"):  # torch's own dropout, for comparison
-            import txcli.training
-
-            txcli.training.use_packed_dropout = lambda model: None
-        result = run_tx(recipe, mcfg, src_tok, tgt_tok, args.steps, args.warmup, run_dir)
+        # kinds ending in n: torch's own dropout, for comparison
+        result = run_tx(recipe, mcfg, src_tok, tgt_tok, args.steps, args.warmup, run_dir,
+                        packed_dropout=not kind.endswith("n"))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     queue.put(result)
 

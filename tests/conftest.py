@@ -53,12 +53,11 @@ def tiny_recipe(tmp_path: Path) -> Path:
 def one_thread():
     """Torch on one thread for the test: tiny models gain nothing from more, and on a busy
     machine the hand-offs between threads can make a test ten times slower."""
-    import torch
+    from txcli.process import set_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    undo = set_threads(1)
     yield
-    torch.set_num_threads(before)
+    undo()
 
 
 def run_tx(*args: str, cwd: Path | None = None, input: str | bytes | None = None, timeout: float = 300):
@@ -97,19 +96,9 @@ def make_tiny_run(tiny_recipe: Path) -> Path:
     return recipe.run_dir
 
 
-@pytest.fixture
-def restore_threads():
-    """Training runs in tests use one thread (tiny models; and no spinning against other processes
-    on a busy machine); put the process-wide setting back for the tests that follow."""
-    import torch
-
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(path: Path, *overrides: str):
-    """The recipe at `path` for a one-thread training run, with overrides."""
+    """The recipe at `path` for a one-thread training run (tiny models; and no spinning against
+    other processes on a busy machine; train() puts the threads back after), with overrides."""
     from txcli.recipe import load_recipe
 
     return load_recipe(path, ["train.threads=1", *overrides])

@@ -19,11 +19,6 @@ from txcli.training import Trainer
 from .conftest import metrics, run_tx, tiny
 
 
-pytestmark = pytest.mark.usefixtures("restore_threads")
-
-
-
-
 def snapshot(folder: Path) -> dict:
     """Every file under a folder: its content hash and modification time."""
     return {str(p.relative_to(folder)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)

@@ -16,6 +16,7 @@ from txcli.model import (
     causal_mask,
     sinusoidal_positions,
 )
+from txcli.process import set_threads
 from txcli.tokenizer import PAD_ID
 
 SRC_V, TGT_V = 23, 29
@@ -24,10 +25,9 @@ SRC_V, TGT_V = 23, 29
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny tensors gain nothing from threads, and on a busy machine OpenMP barriers cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    undo = set_threads(1)
     yield
-    torch.set_num_threads(threads)
+    undo()
 
 
 def tiny_config(**overrides) -> ModelConfig:
@@ -287,22 +287,30 @@ def test_cached_decoding_with_weights_and_capacity_limit():
 
 
 def test_bf16_autocast_runs_training_and_cached_decoding():
-    model = tiny_model()
     src = random_batch([5, 3], SRC_V)
     tgt = random_batch([4, 4], TGT_V, seed=8)
     pad = src == PAD_ID
-    model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(src, tgt)
-    logits.float().sum().backward()
-    model.eval()
+
+    def training_gradients(bf16: bool) -> dict[str, torch.Tensor]:
+        model = tiny_model().train()
+        torch.manual_seed(5)  # the same dropout masks in both precisions
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(src, tgt)
+        logits.float().sum().backward()
+        return {name: p.grad for name, p in model.named_parameters()}
+
+    bf16, fp32 = training_gradients(True), training_gradients(False)
+    for name, grad in bf16.items():  # every parameter learns, in the direction fp32 training takes
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+        assert F.cosine_similarity(grad.flatten(), fp32[name].flatten(), dim=0) > 0.99, name
+    model = tiny_model()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         memory = model.encode(src)
-        full = model.decode(tgt, memory, pad).float()
+        full = model.decode(tgt, memory, pad)
         cache = new_cache(model, memory, pad, capacity=4)
         steps = torch.cat([model.decode(tgt[:, t:t + 1], memory, pad, cache=cache) for t in range(4)], 1)
-    assert torch.isfinite(full).all()
-    assert torch.allclose(steps.float(), full, atol=0.1)  # bf16 rounding, not exactness
+    assert full.dtype == steps.dtype == torch.bfloat16 and torch.isfinite(full).all()
+    torch.testing.assert_close(steps, full)  # bf16's own tolerance: one step at a time computes the same logits
 
 
 # --------------------------------------------------------------------------- variants and config

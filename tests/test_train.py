@@ -17,17 +17,13 @@ from txcli.events import Notice
 from txcli.commands.run import open_run
 from txcli.commands.train import train
 from txcli.errors import TxError, UsageError
+from txcli.loss import smoothed_loss_sum
+from txcli.optim import lr_at
 from txcli.search import greedy_search
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from txcli.training import Trainer, lr_at, smoothed_loss_sum
+from txcli.training import Trainer
 
 from .conftest import metrics, tiny, make_corpus
-
-
-pytestmark = pytest.mark.usefixtures("restore_threads")
-
-
-
 
 
 def assert_decodes(model) -> None:
@@ -126,10 +122,10 @@ def test_loss_ignores_padding_and_smooths():
 def test_loss_gradient_equals_torch_cross_entropy(dtype):
     import torch.nn.functional as F
 
-    from txcli import training
+    from txcli import loss
 
     torch.manual_seed(0)
-    rows = 3 * training.LOSS_ROWS + 5  # several row blocks and a ragged last one
+    rows = 3 * loss.LOSS_ROWS + 5  # several row blocks and a ragged last one
     logits = torch.randn(rows, 50).to(dtype).requires_grad_()
     target = torch.randint(4, 50, (rows,))
     target[::7] = PAD_ID
@@ -278,7 +274,7 @@ def test_stop_rule_stops_on_the_target_else_on_patience_else_goes_on():
     from types import SimpleNamespace
 
     from txcli.recipe import EarlyStop, StopAt
-    from txcli.training import stop_reason
+    from txcli.validation import stop_reason
 
     scores = {"bleu": 90.5, "chrf": 95.0, "loss": 1.5, "ppl": 4.5}
     cfg = SimpleNamespace(stop_at=StopAt(metric="bleu", value=90), early_stop=EarlyStop(patience=3))
@@ -332,6 +328,7 @@ def test_damaged_last_checkpoint_is_a_clear_error(tiny_recipe: Path, damage: str
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_recipe: Path, monkeypatch):
     import txcli.training as training
+    import txcli.validation as validation
 
     calls = {"n": 0}
     real = training.smoothed_loss_sum
@@ -341,7 +338,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_recipe: Path, mo
         loss = real(logits, target, smoothing)
         return loss * float("nan") if calls["n"] == 7 else loss
 
+    # the training steps and the validation loss count alike: the 7th call falls after step 3's checkpoint
     monkeypatch.setattr(training, "smoothed_loss_sum", sometimes_nan)
+    monkeypatch.setattr(validation, "smoothed_loss_sum", sometimes_nan)
     recipe = tiny(tiny_recipe, "train.max_steps=20", "train.eval_every=3", "train.valid_max_sentences=2")
     with pytest.raises(TxError, match="loss became nan at step .*last good checkpoint"):
         train(recipe)
@@ -403,7 +402,7 @@ def test_live_display_on_a_terminal_and_plain_lines_otherwise():
 
 def test_packed_dropout_drops_at_rate_p_scales_the_rest_and_masks_the_gradient():
     from txcli.model import ModelConfig, Seq2SeqTransformer
-    from txcli.training import PackedDropout, use_packed_dropout
+    from txcli.fast_dropout import PackedDropout, use_packed_dropout
 
     drop = PackedDropout(0.1)
     x = (torch.rand(1000, 1001) + 0.5).requires_grad_()  # odd size: the last 64-bit draw is cut
@@ -420,8 +419,33 @@ def test_packed_dropout_drops_at_rate_p_scales_the_rest_and_masks_the_gradient()
     model = Seq2SeqTransformer(ModelConfig(40, 40, d_model=16, heads=2, ff=32, encoder_layers=1,
                                            decoder_layers=1, dropout=0.1))
     names = set(model.state_dict())
-    use_packed_dropout(model)
+    originals = [m for m in model.modules() if type(m) is torch.nn.Dropout]
+    undo = use_packed_dropout(model)
     assert not any(type(m) is torch.nn.Dropout for m in model.modules())
     # embeddings 1; encoder layer: attention weights, 2 residuals, feed-forward; decoder layer: 2 x attention
     # weights, 3 residuals, feed-forward
     assert sum(isinstance(m, PackedDropout) for m in model.modules()) == 11 and set(model.state_dict()) == names
+    undo()  # the very same nn.Dropout modules back in their places
+    assert [m for m in model.modules() if type(m) is torch.nn.Dropout] == originals and len(originals) == 11
+    assert not any(isinstance(m, PackedDropout) for m in model.modules())
+
+
+def test_training_hands_back_its_model_and_the_process_as_it_found_them(tiny_recipe: Path, monkeypatch):
+    """Trainer.fit trains with PackedDropout on CPU and train() applies the training process
+    settings (txcli/process.py); the caller gets a plain model and its own settings back."""
+    import os
+
+    from txcli.fast_dropout import PackedDropout
+    from txcli.process import set_threads
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
+        monkeypatch.delenv(name, raising=False)
+    undo = set_threads(2)
+    try:
+        result = train(tiny(tiny_recipe, "model.dropout=0.1", "train.max_steps=2", "train.eval_every=2"))
+        assert torch.get_num_threads() == 2  # the recipe's train.threads=1 was undone
+    finally:
+        undo()
+    assert "GOMP_SPINCOUNT" not in os.environ and "KMP_BLOCKTIME" not in os.environ
+    assert not any(isinstance(m, PackedDropout) for m in result.model.modules())
+    assert sum(type(m) is torch.nn.Dropout for m in result.model.modules()) == 21  # 1 + 2 x 4 + 2 x 6

@@ -225,15 +225,13 @@ def train(
     Runs on one process, or on several with DistributedDataParallel under
     `torchrun --nproc_per_node=N $(which tx) train RECIPE`. Ctrl-C saves a checkpoint first.
     """
-    from .heap import keep_freed_memory
-    from .openmp import short_spin_waits
+    from .process import apply_process_settings
 
-    short_spin_waits()  # before torch loads OpenMP
-    keep_freed_memory()  # steps reuse their pages instead of faulting in fresh ones
+    r = _load(recipe, set_)
+    apply_process_settings(r.train.threads)  # here, before torch loads OpenMP (commands.train.train again)
     from .commands.train import train as run_training
     from .progress import train_progress
 
-    r = _load(recipe, set_)
     _memory_warning(r)
     with train_progress(err) as progress:
         result = run_training(r, resume=resume, progress=progress.event)

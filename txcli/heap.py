@@ -3,10 +3,10 @@
 A training step allocates and frees the same large activation tensors every step (at the
 reference shape a [4096, 1024] float32 feed-forward activation is 16 MB, the logits 70 MB).
 glibc serves such blocks with mmap and unmaps them on free, or trims the heap top back to the
-system, so the next step touches fresh pages again: ~50,000 page faults a step at the reference
-shape, and 4-9% of its time (README, Performance notes). Keeping freed blocks in the heap
-makes the steps reuse the same pages; the peak memory is the same, it is just not given back
-between steps.
+system, so the next step touches fresh pages again: tens of thousands of page faults a step,
+and a measurable share of its time (the figures: README's performance notes,
+bench/train_throughput.py --default-heap). Keeping freed blocks in the heap makes the steps reuse
+the same pages; the peak memory is the same, it is just not given back between steps.
 """
 
 from __future__ import annotations

@@ -77,9 +77,6 @@ def xavier_linear(d_in: int, d_out: int, blocks: int = 1) -> nn.Linear:
     return linear
 
 
-# --------------------------------------------------------------------------- attention and masks
-
-
 def attention_weights_path(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor] = None,
                            dropout: Optional[nn.Module] = None) -> tuple[Tensor, Tensor]:
     """Explicit softmax(QK^T/sqrt(d_k))V that also returns the weights. q [B,H,Tq,dk], k/v
@@ -127,21 +124,25 @@ class MultiHeadAttention(nn.Module):
         mask: True = may attend. causal: the queries are the last Tq of the Tk positions and
         causal_mask applies; with no earlier steps, as the kernel's own is_causal flag."""
         p = self.dropout if self.training else 0.0
-        # CPU's fused kernel has no dropout: its fallback is the explicit path with torch's
-        # float-per-weight mask. Ours runs the weights through weight_dropout, which training swaps
-        # for a cheaper mask (training.PackedDropout).
-        explicit = need_weights or (p > 0.0 and q.device.type == "cpu")
-        if causal and (explicit or k.size(-2) > q.size(-2)):  # is_causal means causal_mask(T, 0)
-            Tq, start = q.size(-2), k.size(-2) - q.size(-2)
-            # spell the mask out; one new token after cached steps sees them all: nothing to mask
-            mask, causal = (causal_mask(Tq, start, q.device) if explicit or Tq > 1 else None), False
-        if explicit:
-            out, weights = attention_weights_path(q, k, v, mask, self.weight_dropout if p > 0.0 else None)
-            weights = weights if need_weights else None
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
-            weights = None
-        return self.out_proj(out.transpose(1, 2).flatten(2)), weights  # [B,Tq,H*d_k]: heads concatenated
+        if need_weights or self.explicit_dropout(q, p):
+            return self.attend_explicit(q, k, v, mask, causal, p, need_weights)
+        if causal and k.size(-2) > q.size(-2):  # after cached steps: is_causal would mean causal_mask(T, 0)
+            Tq = q.size(-2)  # one new token sees every cached step: nothing to mask
+            mask, causal = (causal_mask(Tq, k.size(-2) - Tq, q.device) if Tq > 1 else None), False
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).flatten(2)), None  # [B,Tq,H*d_k]: heads concatenated
+
+    def explicit_dropout(self, q: Tensor, p: float) -> bool:
+        """Dropout on CPU, whose fused kernel has none and falls back to the explicit path anyway: taken
+        here, the weights go through weight_dropout, a module the caller may replace (a cheaper mask)."""
+        return p > 0.0 and q.device.type == "cpu"
+
+    def attend_explicit(self, q, k, v, mask, causal: bool, p: float, need_weights: bool):
+        """attend through attention_weights_path: the weights come out, weight_dropout goes in."""
+        if causal:  # spelled out, cached steps or not
+            mask = causal_mask(q.size(-2), k.size(-2) - q.size(-2), q.device)
+        out, weights = attention_weights_path(q, k, v, mask, self.weight_dropout if p > 0.0 else None)
+        return self.out_proj(out.transpose(1, 2).flatten(2)), weights if need_weights else None
 
 
 class SelfAttention(MultiHeadAttention):
@@ -176,23 +177,21 @@ class CrossAttention(MultiHeadAttention):
         return self.split_heads(self.kv_proj(memory), 2)
 
     def forward(self, x, memory_kv, mask, need_weights=False):
-        """memory_kv and mask may hold one row per sentence for G consecutive rows of x (the
-        beams of a sentence): the G rows' queries then attend together, as G*T queries of one
-        row, so each sentence's keys and values are read once, not once per beam."""
-        R, T, D = x.shape
-        G = R // memory_kv.size(1)
-        if G > 1:  # [B*G,T,D] -> [B,G*T,D]: a view, the beams of a sentence are consecutive rows
-            x = x.reshape(R // G, G * T, D)
+        """x [R,T,D], memory_kv [2,B,H,S,d_k], mask [B,1,1,S]; R = B but in beam search."""
+        beams = x.size(0) // memory_kv.size(1)
+        if beams > 1:
+            return self.beams_together(x, memory_kv, mask, need_weights, beams)
         q = self.split_heads(self.q_proj(x), 1)[0]
-        out, weights = self.attend(q, memory_kv[0], memory_kv[1], mask, False, need_weights)
-        if G > 1:  # back to one row per beam
-            out = out.reshape(R, T, D)
-            if weights is not None:  # [B,H,G*T,S] -> [B*G,H,T,S]
-                weights = weights.unflatten(2, (G, T)).transpose(1, 2).flatten(0, 1)
-        return out, weights
+        return self.attend(q, memory_kv[0], memory_kv[1], mask, False, need_weights)
 
-
-# --------------------------------------------------------------------------- layers
+    def beams_together(self, x, memory_kv, mask, need_weights: bool, G: int):
+        """Beam search: memory_kv and mask hold one row per sentence for G consecutive rows of x (its
+        beams), whose queries attend together as G*T queries of one row: keys and values read once."""
+        R, T, D = x.shape
+        out, weights = self.forward(x.reshape(R // G, G * T, D), memory_kv, mask, need_weights)  # a view
+        if weights is not None:  # [B,H,G*T,S] -> [B*G,H,T,S]
+            weights = weights.unflatten(2, (G, T)).transpose(1, 2).flatten(0, 1)
+        return out.reshape(R, T, D), weights  # back to one row per beam
 
 
 class FeedForward(nn.Module):
@@ -268,9 +267,6 @@ class DecoderLayer(nn.Module):
         x = self.cross_attn_res.add(x, h)
         x = self.ff_res.add(x, self.ff(self.ff_res.sublayer_input(x)))
         return x, self_w, cross_w
-
-
-# --------------------------------------------------------------------------- the model
 
 
 class Seq2SeqTransformer(nn.Module):

@@ -38,6 +38,25 @@ def check_config(cfg) -> None:
         raise ValueError(f"pad_id {cfg.pad_id} is outside the vocabulary")
 
 
+def max_positions(max_len: int) -> int:
+    """Rows of the positional-encoding table for training pairs of up to max_len subwords (with
+    BOS and EOS around them); at least 1024, so that longer inputs still translate."""
+    return max(1024, max_len + 2)
+
+
+def shares_embeddings(tie_embeddings: bool, joint_tokenizer: bool) -> bool:
+    """Source and target share one embedding table when the output projection is tied to the
+    target embeddings and one tokenizer serves both sides: tie_embeddings implies sharing then."""
+    return tie_embeddings and joint_tokenizer
+
+
+def first_difference(mine: dict, theirs: dict) -> Optional[str]:
+    """The first key (mine's order, then theirs') whose value differs between two configurations
+    (model configs, or recipe sections as dicts); None if they are the same."""
+    keys = [*mine, *(k for k in theirs if k not in mine)]
+    return next((k for k in keys if mine.get(k) != theirs.get(k)), None)
+
+
 def current_keys(config: dict, known: Optional[set] = None) -> dict:
     """A config dict with any old key names (OLD_KEYS) replaced by today's; with `known` (the
     config's field names), also a ValueError for unknown keys or missing vocabulary sizes."""

@@ -22,7 +22,7 @@ from pydantic_core import PydanticCustomError
 
 from . import safe_yaml
 from .errors import TxError, UsageError
-from .model_schema import check_heads_divide
+from .model_schema import check_heads_divide, shares_embeddings
 
 # ---------------------------------------------------------------------------------------------
 # numbers: strict, so that `heads: true` is an error and not 1
@@ -389,7 +389,7 @@ def parameter_count(recipe: Recipe) -> int:
     norm = 2 * d
     encoder_layer = attention + feed_forward + 2 * norm
     decoder_layer = 2 * attention + feed_forward + 3 * norm  # self- and cross-attention
-    shared = m.tie_embeddings and recipe.tokenizer.joint
+    shared = shares_embeddings(m.tie_embeddings, recipe.tokenizer.joint)
     embeddings = v * d * (1 if shared else 2)
     output = 0 if m.tie_embeddings else v * d + v
     final_norms = 2 * norm if m.norm == "pre" else 0

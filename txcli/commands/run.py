@@ -18,6 +18,8 @@ from ..data import read_side
 from ..decoding import DecodeOptions, Decoding, check_choice, resolve_decoding
 from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
+from ..model_schema import max_positions, shares_embeddings
+from ..process import set_threads
 from ..recipe import Recipe, read_saved_recipe
 from ..search import Ensemble
 from ..tokenizer import PAD_ID, SubwordTokenizer, train_tokenizer
@@ -31,14 +33,15 @@ class Run:
     tgt_tok: SubwordTokenizer
     model: Seq2SeqTransformer  # or a search.Ensemble (open_runs with several runs)
     device: torch.device
+    int8: bool = False  # model is an int8 copy of the loaded one (use_precision)
 
 
 def model_config(recipe: Recipe, src_vocab: int, tgt_vocab: int) -> ModelConfig:
     """The recipe's model section (same names) plus what the tokenizers and data decide."""
     m = recipe.model
     return ModelConfig(**m.model_dump(), src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab,
-                       share_embeddings=m.tie_embeddings and recipe.tokenizer.joint,
-                       max_positions=max(1024, recipe.data.max_len + 2), pad_id=PAD_ID)
+                       share_embeddings=shares_embeddings(m.tie_embeddings, recipe.tokenizer.joint),
+                       max_positions=max_positions(recipe.data.max_len), pad_id=PAD_ID)
 
 
 def pick_device(name: str) -> torch.device:
@@ -134,8 +137,7 @@ def open_for_decoding(run_dir: Path | list[Path], device: str = "auto", threads:
     """open_run for the commands that decode: --device checked, --threads applied first. Several
     run (or checkpoint) directories make one Run whose model is their Ensemble."""
     check_choice("--device", device, ("auto", "cpu", "cuda"))
-    if threads is not None:
-        torch.set_num_threads(threads)
+    set_threads(threads)  # for the rest of the process: decoding commands end with it
     paths = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
     if not paths:
         raise UsageError("give at least one RUN_DIR")
@@ -172,8 +174,8 @@ def run_decoding(run: Run, opts: DecodeOptions) -> Decoding:
 
 def use_precision(run: Run, precision: str) -> None:
     """int8: replace run.model by an int8 copy (txcli/quantize.py); other precisions need none."""
-    if precision == "int8" and not getattr(run.model, "tx_int8", False):
+    if precision == "int8" and not run.int8:
         from ..quantize import int8_copy
 
         run.model = int8_copy(run.model)
-        run.model.tx_int8 = True
+        run.int8 = True

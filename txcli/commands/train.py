@@ -22,15 +22,21 @@ import torch
 from .. import checkpoint as ckpt
 from .. import events
 from ..batching import BatchStream, encode_pairs
+from ..compiled import resolve_compile
 from ..data import read_pairs
+from ..distributed import Dist
 from ..errors import TxError, UsageError
 from ..model import Seq2SeqTransformer
+from ..model_schema import first_difference, max_positions
 from ..precision import resolve_precision
+from ..process import apply_process_settings
 from ..recipe import Recipe, dump_yaml
-from ..training import Dist, Trainer, Validator, resolve_compile
+from ..resume import init_from, resume_training
+from ..training import Trainer
+from ..validation import Validator
 from .run import load_tokenizers, model_config, pick_device, read_run_recipe, train_tokenizers
 
-SAME_ON_RESUME = ("tokenizer", "model")  # recipe sections a resumed run may not change
+MODEL_SECTIONS = ("model", "tokenizer")  # recipe sections that decide the model: resume and init_from keep them
 
 
 @dataclass
@@ -49,13 +55,16 @@ class TrainResult:
 
 def train(recipe: Recipe, resume: bool = False,
           progress: Callable[[events.Event], None] = lambda e: None) -> TrainResult:
-    """Train the recipe's model into its run directory (see module docstring)."""
+    """Train the recipe's model into its run directory (see module docstring). The process
+    settings training runs under (threads, OpenMP, heap: txcli/process.py) are undone at the end."""
+    undo_settings = apply_process_settings(recipe.train.threads)
     dist = _init_distributed(recipe.train.device)
     try:
         return _train(recipe, resume, progress, dist)
     finally:
         if dist.world_size > 1 and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+        undo_settings()
 
 
 def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
@@ -63,8 +72,6 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     cfg = recipe.train
     notice = _check_run_dir(recipe, resume)  # on every rank (it only reads), so that all fail alike
     source = None if resume else init_source(recipe)  # a resumed run goes on from its own checkpoint
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     device = _device(cfg.device, dist)
     if cfg.precision == "fp16" and device.type != "cuda":
         raise UsageError(f"train.precision fp16 needs CUDA, and training runs on {device.type}; use bf16")
@@ -89,9 +96,9 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     trainer = Trainer(model, mcfg.to_dict(), cfg, stream, validator, run_dir, device, dist,
                       on_event=sink.event if sink else (lambda e: None), train_model=train_model)
     if resume:
-        trainer.load(run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
+        resume_training(trainer, run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
     elif source is not None:
-        trainer.init_from(source.weights, cfg.init_reset, source.checkpoint)
+        init_from(trainer, source.weights, cfg.init_reset, source.checkpoint)
     if sink:
         sink.open(resume_step=trainer.state.step if resume else None)
         ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
@@ -130,8 +137,8 @@ def _check_run_dir(recipe: Recipe, resume: bool) -> Optional[str]:
             raise UsageError(f"{run_dir}: nothing to resume (no {ckpt.CHECKPOINTS}/{ckpt.LAST_CHECKPOINT}); "
                              "start the run without --resume")
         saved = read_run_recipe(run_dir)
-        for section in SAME_ON_RESUME:
-            if getattr(saved, section) != getattr(recipe, section):
+        for section in MODEL_SECTIONS:
+            if section_difference(recipe, saved, section) is not None:
                 raise UsageError(f"{run_dir / ckpt.RECIPE_FILE}: '{section}' differs from the recipe given; "
                                  "a resumed run must keep the model and tokenizer it started with")
         changed = [name for name, old, new in _data_order_keys(saved, recipe) if old != new]
@@ -185,17 +192,23 @@ def init_source(recipe: Recipe) -> Optional[InitSource]:
         raise UsageError(f"{key}: {checkpoint} holds no optimizer state (only checkpoints/last does); "
                          "train.init_reset none needs it")
     saved = read_run_recipe(run_dir)
-    for section in ("model", "tokenizer"):
-        mine, theirs = getattr(recipe, section).model_dump(), getattr(saved, section).model_dump()
-        for name in mine:
-            if mine[name] != theirs[name]:
-                raise UsageError(f"{section}.{name}: {_shown(mine[name])} in the recipe, {_shown(theirs[name])} "
-                                 f"in {run_dir} (train.init_from needs the source run's {section} section)")
-    positions = [max(1024, r.data.max_len + 2) for r in (recipe, saved)]  # model_config's rule
+    for section in MODEL_SECTIONS:
+        name = section_difference(recipe, saved, section)
+        if name is not None:
+            mine, theirs = getattr(recipe, section).model_dump(), getattr(saved, section).model_dump()
+            raise UsageError(f"{section}.{name}: {_shown(mine.get(name))} in the recipe, {_shown(theirs.get(name))} "
+                             f"in {run_dir} (train.init_from needs the source run's {section} section)")
+    positions = [max_positions(r.data.max_len) for r in (recipe, saved)]  # model_config's rule
     if positions[0] != positions[1]:
         raise UsageError(f"data.max_len: {recipe.data.max_len} in the recipe needs {positions[0]} positions, "
                          f"the model of {run_dir} has {positions[1]} (data.max_len {saved.data.max_len})")
     return InitSource(run_dir, weights, checkpoint if reset != "all" else None)
+
+
+def section_difference(recipe: Recipe, saved: Recipe, section: str) -> Optional[str]:
+    """The first key of a recipe section that differs from a saved run's (None: the same); the
+    model and tokenizer sections decide the model, which resume and init_from must keep."""
+    return first_difference(getattr(recipe, section).model_dump(), getattr(saved, section).model_dump())
 
 
 def _shown(value) -> str:

@@ -1,0 +1,45 @@
+"""The process-wide settings a training process runs under, made by one function that every
+entry into training calls (`tx train`, `commands.train.train` from Python, each torchrun
+worker): torch's thread count, how OpenMP's idle threads wait (openmp.py) and how the C heap
+hands memory back (heap.py). Imports no torch at module level: the CLI calls it before torch
+loads OpenMP, which reads its wait policy once, when it loads."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Optional
+
+from .heap import keep_freed_memory
+from .openmp import OPENMP_VARIABLES, short_spin_waits
+
+
+def set_threads(threads: Optional[int]) -> Callable[[], None]:
+    """torch's intra-op thread count (None: left as it is); returns the undo."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return lambda: torch.set_num_threads(before)
+
+
+def apply_process_settings(threads: Optional[int]) -> Callable[[], None]:
+    """Short OpenMP spins (if torch has not loaded OpenMP yet, this process's; else its children's),
+    glibc keeping freed memory for the next step (heap.py), and torch's threads. Returns the undo:
+    threads and environment back as they were. glibc's settings stay: it cannot report the values
+    they replaced, and they change no result, only when memory goes back to the system. Calling it
+    again is harmless (the CLI calls it before torch loads; commands.train.train again)."""
+    environ = {name: os.environ.get(name) for name in OPENMP_VARIABLES}
+    short_spin_waits()
+    keep_freed_memory()
+    undo_threads = set_threads(threads)
+
+    def undo() -> None:
+        undo_threads()
+        for name, value in environ.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    return undo
