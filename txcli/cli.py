@@ -114,14 +114,14 @@ def _warn(message: Optional[str]) -> None:
 
 
 def _load(recipe: Path, overrides: Optional[List[str]], check_files: bool = True):
-    from .recipe import load_recipe
+    from .schema import load_recipe
 
     return load_recipe(recipe, overrides or [], check_files=check_files)
 
 
 def _memory_warning(r) -> None:
     """load_recipe refuses a model that cannot fit; one that would take most of the machine is a warning."""
-    from .recipe import memory_estimate
+    from .schema import memory_estimate
 
     _warn(memory_estimate(r).warning)
 
@@ -176,7 +176,7 @@ def recipe_check(
     set_: Optional[List[str]] = SetOption,
 ):
     """Validate a recipe (types, values, data files) and print it resolved, defaults filled in."""
-    from .recipe import dump_yaml, memory_estimate
+    from .schema import dump_yaml, memory_estimate
 
     r = _load(recipe, set_)
     out.print(dump_yaml(r.to_plain()), markup=False, highlight=False, end="")

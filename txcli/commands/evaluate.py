@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from ..data import read_pairs
 from ..errors import UsageError
 from ..options import DecodeOptions, translate_lines
-from ..recipe import Corpus, read_saved_recipe
+from ..schema import Corpus, read_saved_recipe
 from ..streams import ReplacedLines, chunks, input_errors, open_output
 
 

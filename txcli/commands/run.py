@@ -18,7 +18,7 @@ from ..data import read_side
 from ..decoding import DecodeOptions, Decoding, check_choice, resolve_decoding
 from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
-from ..recipe import Recipe, read_saved_recipe
+from ..schema import Recipe, read_saved_recipe
 from ..search import Ensemble
 from ..tokenizer import PAD_ID, SubwordTokenizer, train_tokenizer
 

@@ -26,7 +26,7 @@ from ..data import read_pairs
 from ..errors import TxError, UsageError
 from ..model import Seq2SeqTransformer
 from ..precision import resolve_precision
-from ..recipe import Recipe, dump_yaml
+from ..schema import Recipe, dump_yaml
 from ..training import Dist, Trainer, Validator, resolve_compile
 from .run import load_tokenizers, model_config, pick_device, read_run_recipe, train_tokenizers
 
