@@ -87,10 +87,12 @@ def evaluate(
     import json
 
     from ..commands.evaluate import EvalRequest, evaluate as run_evaluate, prepare
+    from ..engines import open_engine
     from ..views import evaluation_table
 
     req = EvalRequest(ref=ref, src=src, hyp=hyp, output=output, input_errors=input_errors)
-    translator, req = prepare(list(run_dirs or []), req, decode, device, threads, engine)
+    translator, req = prepare(list(run_dirs or []), req,
+                              lambda dirs: open_engine(engine, dirs, decode, device, threads))
     warn(translator and translator.warning)
     with err.status("evaluate: translating" if hyp is None else "evaluate: scoring") as status:
         result = run_evaluate(translator, req, lambda n: status.update(f"evaluate: translated {n} sentences"))
