@@ -2,9 +2,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from .conftest import run_tx
 
@@ -23,30 +20,7 @@ def test_python_dash_m_works():
     assert result.returncode == 0 and "check" in result.stdout
 
 
-CORE = ("model", "search", "training", "batching", "data", "attention", "checkpoint", "tokenizer", "precision",
-        "decoding", "streams", "events", "alignment", "explorer", "curves", "kv_cache", "model_schema",
-        "options", "atomic", "quantize")
-
-
-@pytest.mark.parametrize("module", CORE)
-def test_core_does_not_import_cli_libraries(module):
-    """Dependencies point one way: the core (each module alone, in a fresh interpreter) loads
-    none of the CLI's libraries and none of the command layer."""
-    code = (f"import sys; import txcli.{module}; "
-            "bad = [m for m in ('typer', 'rich', 'yaml', 'pydantic', 'txcli.cli', 'txcli.recipe', 'txcli.views', "
-            "'txcli.progress', 'txcli.commands') if m in sys.modules]; "
-            "assert not bad, bad")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-
-
-def test_core_modules_listed_are_all_there_are():
-    """A new module in txcli/ must be placed: in CORE, or in the CLI/command layer named here."""
-    import txcli
-
-    layer = {"cli", "__main__", "recipe", "safe_yaml", "views", "progress", "errors", "openmp", "heap", "__init__"}
-    found = {p.stem for p in Path(txcli.__file__).parent.glob("*.py")}
-    assert found - layer == set(CORE), found - layer ^ set(CORE)
+# the layers (and the core's freedom from the CLI's libraries): tests/test_layers.py
 
 
 def test_version_and_help_in_the_order_of_the_work():
