@@ -140,7 +140,7 @@ def random_run(folder: Path, vocab: int = 8000) -> Path:
     from txcli.checkpoint import MODEL_FILE, RECIPE_FILE, save_model, write_text_atomic
     from txcli.commands.run import load_tokenizers, model_config, train_tokenizers
     from txcli.model import Seq2SeqTransformer
-    from txcli.recipe import dump_yaml, load_recipe
+    from txcli.schema import dump_yaml, load_recipe
 
     folder.mkdir(parents=True, exist_ok=True)
     words = [f"w{i}" for i in range(vocab * 2)]

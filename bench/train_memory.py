@@ -37,7 +37,7 @@ def data_epoch(recipe_path: str, overrides: list[str], queue) -> None:
     from txcli.batching import BatchStream, EpochStats
     from txcli.commands.run import load_tokenizers
     from txcli.data import read_pairs
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     src_tok, tgt_tok = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
@@ -54,7 +54,7 @@ def data_epoch(recipe_path: str, overrides: list[str], queue) -> None:
 
 def train_steps(recipe_path: str, overrides: list[str], queue) -> None:
     from txcli.commands.train import train
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     result = train(load_recipe(recipe_path, overrides))
     queue.put({"steps": result.step, "peak_rss_mb": rss_mb()})
@@ -99,7 +99,7 @@ def main() -> None:
             run_dir.mkdir()
             if not tokenizer_run.exists():
                 from txcli.commands.run import train_tokenizers
-                from txcli.recipe import load_recipe
+                from txcli.schema import load_recipe
 
                 train_tokenizers(load_recipe(args.recipe, [*args.set, f"run_dir={tokenizer_run}"]), force=True)
             for f in tokenizer_run.glob("*tokenizer.json"):

@@ -36,7 +36,7 @@ def adamw_ms(recipe_path: str, repeats: int) -> tuple[float, float]:
     """One AdamW step over the recipe's model (tokenizer.vocab_size on both sides), fused and not."""
     from txcli.commands.run import model_config
     from txcli.model import Seq2SeqTransformer
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     recipe = load_recipe(recipe_path)
     v = recipe.tokenizer.vocab_size

@@ -32,7 +32,7 @@ short_spin_waits()  # as `tx train` does (before torch loads)
 
 def run(recipe: str, kind: str, args, run_dir: Path) -> dict:
     from txcli.commands.train import train
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     precision = "bf16" if kind == "bf16" else "fp32"
     if kind == "fp32-nudged":

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 def load(recipe_path: str, overrides: list[str], run_dir: str):
     from txcli.commands.run import load_tokenizers, train_tokenizers
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     recipe = load_recipe(recipe_path, [*overrides, f"run_dir={run_dir}"])
     if not (Path(run_dir) / "tokenizer.json").exists() and not (Path(run_dir) / "src_tokenizer.json").exists():

@@ -83,7 +83,7 @@ def make_tiny_run(tiny_recipe: Path) -> Path:
     from txcli.commands.run import model_config
     from txcli.commands.run import load_tokenizers, train_tokenizers
     from txcli.model import Seq2SeqTransformer
-    from txcli.recipe import dump_yaml, load_recipe
+    from txcli.schema import dump_yaml, load_recipe
 
     recipe = load_recipe(tiny_recipe)
     train_tokenizers(recipe)
@@ -99,7 +99,7 @@ def make_tiny_run(tiny_recipe: Path) -> Path:
 def tiny(path: Path, *overrides: str):
     """The recipe at `path` for a one-thread training run (tiny models; and no spinning against
     other processes on a busy machine; train() puts the threads back after), with overrides."""
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     return load_recipe(path, ["train.threads=1", *overrides])
 

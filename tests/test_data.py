@@ -6,7 +6,7 @@ import pytest
 
 from txcli.data import read_pairs
 from txcli.errors import UsageError
-from txcli.recipe import Corpus
+from txcli.schema import Corpus
 
 
 def test_text_pairs_stream_in_order(tmp_path: Path):

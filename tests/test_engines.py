@@ -21,7 +21,7 @@ from txcli.errors import UsageError
 from txcli.model import Seq2SeqTransformer
 from txcli.options import DecodeOptions, translate_lines
 from txcli.quantize import int8_copy
-from txcli.recipe import dump_yaml, load_recipe
+from txcli.schema import dump_yaml, load_recipe
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 from .conftest import ROOT, TINY_RECIPE, make_corpus, run_tx

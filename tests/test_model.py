@@ -423,7 +423,7 @@ def test_model_file_with_old_config_keys_loads(tmp_path):
 
 def test_recipe_model_section_is_the_model_config_under_the_same_names():
     from txcli import model, model_schema
-    from txcli.recipe import ModelSection
+    from txcli.schema import ModelSection
 
     assert sorted(model.ACTIVATIONS) == sorted(model_schema.ACTIVATIONS)
 

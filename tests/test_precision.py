@@ -18,7 +18,7 @@ from txcli.commands.train import train
 from txcli.commands.run import open_for_decoding
 from txcli.commands.run import run_decoding as resolve_decoding
 from txcli.decoding import DecodeOptions
-from txcli.recipe import load_recipe
+from txcli.schema import load_recipe
 
 from .conftest import run_tx
 

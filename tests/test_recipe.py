@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from txcli.errors import UsageError
-from txcli.recipe import load_recipe
+from txcli.schema import load_recipe
 
 from .conftest import ROOT, run_tx
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from txcli.commands.run import load_tokenizers, train_tokenizers
-from txcli.recipe import load_recipe
+from txcli.schema import load_recipe
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, SubwordTokenizer, train_tokenizer
 
 from .conftest import run_tx

@@ -273,7 +273,7 @@ def test_compiled_training_matches_eager_and_checkpoints_cross_over(tmp_path: Pa
 def test_stop_rule_stops_on_the_target_else_on_patience_else_goes_on():
     from types import SimpleNamespace
 
-    from txcli.recipe import EarlyStop, StopAt
+    from txcli.schema import EarlyStop, StopAt
     from txcli.validation import stop_reason
 
     scores = {"bleu": 90.5, "chrf": 95.0, "loss": 1.5, "ppl": 4.5}

@@ -53,7 +53,7 @@ def test_sigint_saves_a_checkpoint_and_the_run_resumes_to_the_end(tiny_recipe: P
 
 DDP_SCRIPT = """
 import os, sys
-from txcli.recipe import load_recipe
+from txcli.schema import load_recipe
 from txcli.commands.train import train
 from txcli.checkpoint import save_tensors
 overrides = ["train.max_steps=6", "train.eval_every=3", "train.log_every=1", "train.accum_steps=2"]

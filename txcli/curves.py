@@ -123,17 +123,27 @@ def plot_target_is_dir(path: Path) -> bool:
     return path.is_dir() or path.suffix.lower() != ".png"
 
 
-def write_run_plots(run_dir: Path, folder: Path, positions: Optional[int] = None) -> list[Path]:
-    """pe.png and every training curve of the run into `folder` (made if missing), each atomically."""
+def positional_encoding_png(positions: int, d_model: int) -> bytes:
+    """Heatmap of the sinusoidal positional-encoding matrix a model of width d_model adds to its
+    embeddings (rows: positions; columns: dimensions)."""
+    from .attention import plot_matrix
+    from .model import sinusoidal_positions
+
+    pe = sinusoidal_positions(positions, d_model).numpy()
+    return plot_matrix(pe, f"positional encoding: {positions} positions x d_model {d_model}", "dimension", "position")
+
+
+def write_run_plots(run_dir: Path, folder: Path, positions: int, d_model: int) -> list[Path]:
+    """pe.png (`positions` rows, d_model columns) and every training curve of the run into
+    `folder` (made if missing), each atomically."""
     from .checkpoint import METRICS_FILE, write_bytes_atomic
-    from .commands.inspect import positional_encoding_png
     from .errors import UsageError
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--plot {folder}: not a folder (give a .png path for the positional encodings alone)")
     folder.mkdir(parents=True, exist_ok=True)
-    pictures = {"pe.png": positional_encoding_png(run_dir, positions)}
+    pictures = {"pe.png": positional_encoding_png(positions, d_model)}
     metrics = Path(run_dir) / METRICS_FILE
     if metrics.is_file():
         pictures.update(curve_pngs(metrics))

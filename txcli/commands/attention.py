@@ -17,7 +17,7 @@ from ..alignment import METHODS, Method, SentenceScores, corpus_aer, select_meth
 from ..attention import (AXIS_LABELS, KIND_NAMES, KINDS, JsonlWriter, NpzWriter, Selection, SentenceAttention,
                          collect_attention, format_pharaoh, parse_pharaoh, plot_heads, subword_word_ids)
 from ..checkpoint import open_atomic, write_bytes_atomic
-from ..decoding import DecodeOptions, Decoding, check_choice, translate_rows
+from ..decoding import DecodeOptions, Decoding, check_choice, make_generator, translate_rows
 from ..errors import TxError, UsageError
 from ..search import SearchConfig
 from ..streams import ReplacedLines, input_errors, numbered_lines, open_output
@@ -42,7 +42,7 @@ class DumpRequest:
     plot_dir: Optional[Path] = None
     align: bool = False
     # the step that predicts a word speaks for it: the step that reads it is already gathering the
-    # source of the next word (demo AER 0.043 against 0.85; bench/attention_aer.py)
+    # source of the next word (bench/attention_aer.py measures both)
     align_row: str = "output"
     align_method: str = "predict"                        # one of txcli.alignment.METHODS
     align_select: bool = False                           # choose the method on --gold (first half)
@@ -79,8 +79,9 @@ class DumpReport:
 # --------------------------------------------------------------------------- input
 
 
-def read_pairs(req: DumpRequest, replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[str, Optional[str]]]:
-    """(source, target or None) pairs from --src/--tgt or --input/--ref, checked for alignment."""
+def request_sentences(req: DumpRequest, replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[str, Optional[str]]]:
+    """The sentences a request names: (source, target or None) pairs from --src/--tgt or
+    --input/--ref, checked for alignment. (Not data.read_pairs, which reads a recipe's corpus.)"""
     if req.input is None:
         targets = req.tgt_texts or [None] * len(req.src_texts)
         yield from zip(req.src_texts, targets)
@@ -120,51 +121,52 @@ def with_default_output(req: DumpRequest, stdout_is_terminal: bool) -> DumpReque
     return req
 
 
+# The mistakes in the options that need no model: (the mistake, what to say), checked in order,
+# the first that holds is reported. A message that names values is a function of the request.
+_MISTAKES: list[tuple[Callable[[DumpRequest], object], object]] = [
+    (lambda r: r.input is not None and r.src_texts, "give --src TEXT or --input FILE, not both"),
+    (lambda r: r.input is None and not r.src_texts, "nothing to read: give --src TEXT or --input FILE ('-' for stdin)"),
+    (lambda r: r.tgt_texts and r.input is not None, "--tgt goes with --src; with --input use --ref FILE"),
+    (lambda r: r.ref is not None and r.input is None, "--ref goes with --input; with --src use --tgt TEXT"),
+    (lambda r: r.tgt_texts and len(r.tgt_texts) != len(r.src_texts),
+     lambda r: f"{len(r.src_texts)} --src but {len(r.tgt_texts)} --tgt: give one target per source"),
+    (lambda r: r.gold is not None and not r.align, "--gold scores word alignments: add --align"),
+    (lambda r: r.gold is not None and not r.gold.is_file(), lambda r: f"{r.gold}: file not found"),
+    (lambda r: r.align and "cross" not in r.selection.kinds,
+     "--align reads cross-attention: drop --kind or use --kind cross"),
+    (lambda r: r.align and r.selection.layers is not None and len(r.selection.layers) != 1,
+     "--align uses one decoder layer: give --layer once"),
+    (lambda r: r.align_method not in METHODS,
+     lambda r: f"--align-method {r.align_method!r}: expected one of {', '.join(METHODS)}"),
+    (lambda r: r.align_method != "predict" and not r.align,
+     "--align-method chooses how --align links words: add --align"),
+    (lambda r: r.align_row == "input" and r.align_method not in ("predict", "shift"),
+     lambda r: f"--align-row input is --align-method shift: it does not go with {r.align_method}"),
+    (lambda r: r.align_method in ("layers", "bidir") and r.selection.layers is not None,
+     lambda r: f"--align-method {r.align_method} uses every decoder layer: drop --layer"),
+    (lambda r: r.align_select and (r.gold is None or r.align_method != "predict" or r.align_row != "output"),
+     "--align-select chooses the method on gold alignments: give --gold, and no --align-method or --align-row"),
+    (lambda r: r.align_select and r.selection.layers is not None,
+     "--align-select tries every decoder layer: drop --layer"),
+    (lambda r: r.html is not None and str(r.html) == "-",
+     "--html writes a page file: give its name (stdout carries the dump or the alignments)"),
+    (lambda r: r.html is not None and Path(r.html).is_dir(),
+     lambda r: f"--html {r.html}: is a folder; give the page's file name"),
+    (lambda r: r.html is not None and r.output is not None and str(r.html) == str(r.output),
+     lambda r: f"--html {r.html} is also the --output file"),
+    (lambda r: not 0 <= r.digits <= 8, lambda r: f"--digits {r.digits}: expected 0..8"),
+]
+
+
 def check_options(req: DumpRequest) -> None:
     """The mistakes in the options that need no model, before it is loaded."""
     check_choice("--format", req.fmt, ("jsonl", "npz"))
     check_choice("--align-row", req.align_row, ("output", "input"))
     for kind in req.selection.kinds:
         check_choice("--kind", kind, KINDS)
-    if req.input is not None and req.src_texts:
-        raise UsageError("give --src TEXT or --input FILE, not both")
-    if req.input is None and not req.src_texts:
-        raise UsageError("nothing to read: give --src TEXT or --input FILE ('-' for stdin)")
-    if req.tgt_texts and req.input is not None:
-        raise UsageError("--tgt goes with --src; with --input use --ref FILE")
-    if req.ref is not None and req.input is None:
-        raise UsageError("--ref goes with --input; with --src use --tgt TEXT")
-    if req.tgt_texts and len(req.tgt_texts) != len(req.src_texts):
-        raise UsageError(f"{len(req.src_texts)} --src but {len(req.tgt_texts)} --tgt: give one target per source")
-    if req.gold is not None and not req.align:
-        raise UsageError("--gold scores word alignments: add --align")
-    if req.gold is not None and not req.gold.is_file():
-        raise UsageError(f"{req.gold}: file not found")
-    if req.align and "cross" not in req.selection.kinds:
-        raise UsageError("--align reads cross-attention: drop --kind or use --kind cross")
-    if req.align and req.selection.layers is not None and len(req.selection.layers) != 1:
-        raise UsageError("--align uses one decoder layer: give --layer once")
-    if req.align_method not in METHODS:
-        raise UsageError(f"--align-method {req.align_method!r}: expected one of {', '.join(METHODS)}")
-    if req.align_method != "predict" and not req.align:
-        raise UsageError("--align-method chooses how --align links words: add --align")
-    if req.align_row == "input" and req.align_method not in ("predict", "shift"):
-        raise UsageError(f"--align-row input is --align-method shift: it does not go with {req.align_method}")
-    if req.align_method in ("layers", "bidir") and req.selection.layers is not None:
-        raise UsageError(f"--align-method {req.align_method} uses every decoder layer: drop --layer")
-    if req.align_select and (req.gold is None or req.align_method != "predict" or req.align_row != "output"):
-        raise UsageError("--align-select chooses the method on gold alignments: give --gold, "
-                         "and no --align-method or --align-row")
-    if req.align_select and req.selection.layers is not None:
-        raise UsageError("--align-select tries every decoder layer: drop --layer")
-    if req.html is not None and str(req.html) == "-":
-        raise UsageError("--html writes a page file: give its name (stdout carries the dump or the alignments)")
-    if req.html is not None and Path(req.html).is_dir():
-        raise UsageError(f"--html {req.html}: is a folder; give the page's file name")
-    if req.html is not None and req.output is not None and str(req.html) == str(req.output):
-        raise UsageError(f"--html {req.html} is also the --output file")
-    if not 0 <= req.digits <= 8:
-        raise UsageError(f"--digits {req.digits}: expected 0..8")
+    for mistake, message in _MISTAKES:
+        if mistake(req):
+            raise UsageError(message(req) if callable(message) else message)
 
 
 def check_request(req: DumpRequest, run: Run) -> None:
@@ -178,9 +180,10 @@ def check_request(req: DumpRequest, run: Run) -> None:
 # --------------------------------------------------------------------------- the pass
 
 
-def translate(run: Run, src: list[list[int]], decoding: Decoding) -> list[list[int]]:
-    """Best output ids (no <s>, </s>) for source rows that end with </s>."""
-    return [h[0].tokens if h else [] for h in translate_rows(run.model, src, decoding)]
+def translate(run: Run, src: list[list[int]], decoding: Decoding, generator=None) -> list[list[int]]:
+    """Best output ids (no <s>, </s>) for source rows that end with </s> (with --sample: a sample,
+    drawn from `generator`)."""
+    return [h[0].tokens if h else [] for h in translate_rows(run.model, src, decoding, generator)]
 
 
 def _encode_checked(tok, text: str, index: int, limit: int, side: str) -> list[int]:
@@ -211,7 +214,7 @@ def _longer_side(src: list[int], tgt: Optional[list[int]], settings: SearchConfi
 
 
 def _window(run: Run, pairs: list[tuple[int, str, Optional[str]]], selection: Selection,
-            decoding: Decoding, batch_size: int) -> list[SentenceAttention]:
+            decoding: Decoding, batch_size: int, generator=None) -> list[SentenceAttention]:
     limit = run.model.cfg.max_positions
     src = [_encode_checked(run.src_tok, s, i, limit, "source") + [EOS_ID] for i, s, _ in pairs]
     # None: to be translated; a blank source line stays untranslated, as in `tx translate`
@@ -222,7 +225,7 @@ def _window(run: Run, pairs: list[tuple[int, str, Optional[str]]], selection: Se
     for batch in _batches(lengths, batch_size):
         todo = [k for k in batch if tgt[k] is None]
         if todo:
-            for k, ids in zip(todo, translate(run, [src[k] for k in todo], decoding)):
+            for k, ids in zip(todo, translate(run, [src[k] for k in todo], decoding, generator)):
                 tgt[k] = ids[: limit - 1]
         tgt_in = [[BOS_ID] + tgt[k] for k in batch]
         weights = collect_attention(run.model, [src[k] for k in batch], tgt_in, selection)
@@ -238,14 +241,15 @@ def _window(run: Run, pairs: list[tuple[int, str, Optional[str]]], selection: Se
 def attention_stream(run: Run, pairs: Iterable[tuple[str, Optional[str]]], selection: Selection,
                      decoding: Decoding, batch_size: int = 64) -> Iterator[SentenceAttention]:
     """One record per input pair, in input order; a pair without a target is translated first."""
+    generator = make_generator(decoding)  # --sample: one seeded stream across windows, as in tx translate
     window: list[tuple[int, str, Optional[str]]] = []
     for index, (src, tgt) in enumerate(pairs):
         window.append((index, src, tgt))
         if len(window) == WINDOW:
-            yield from _window(run, window, selection, decoding, batch_size)
+            yield from _window(run, window, selection, decoding, batch_size, generator)
             window = []
     if window:
-        yield from _window(run, window, selection, decoding, batch_size)
+        yield from _window(run, window, selection, decoding, batch_size, generator)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -382,7 +386,7 @@ def dump_attention(req: DumpRequest, stdout: BinaryIO,
         kinds = tuple(k for k in KINDS if k in selection.kinds or k == "cross") if req.html else ("cross",)
         selection = Selection(kinds=kinds, layers=None, heads=selection.heads)
     replaced = input_errors(req.input_errors)
-    records = attention_stream(run, read_pairs(req, replaced), selection, decoding, req.batch_size)
+    records = attention_stream(run, request_sentences(req, replaced), selection, decoding, req.batch_size)
     indices: list[int] = []
     with open_output(req.output, stdout) as stream, _page(req, run) as page:
         writer = None

@@ -10,8 +10,8 @@ from typing import Callable, Optional
 
 from ..data import read_pairs
 from ..errors import UsageError
-from ..options import DecodeOptions, translate_lines
-from ..recipe import Corpus, read_saved_recipe
+from ..options import translate_lines
+from ..schema import Corpus, read_saved_recipe
 from ..streams import ReplacedLines, chunks, input_errors, open_output
 
 
@@ -35,18 +35,17 @@ def default_test_files(run_dir: Path, req: EvalRequest) -> EvalRequest:
     return EvalRequest(ref=test.tgt, src=test.src, output=req.output, input_errors=req.input_errors)
 
 
-def prepare(run_dirs: list[Path], req: EvalRequest, decode: DecodeOptions, device: str = "auto",
-            threads: Optional[int] = None, engine: str = "torch") -> tuple[Optional[object], EvalRequest]:
+def prepare(run_dirs: list[Path], req: EvalRequest,
+            open_engine: Callable[[list[Path]], object]) -> tuple[Optional[object], EvalRequest]:
     """The engine a request needs (none to score a --hyp file), and the request with the recipe's
-    test split filled in when no file was given. Several run directories translate as an
-    ensemble (the first run's recipe decides the settings)."""
-    from ..engines import open_engine
-
+    test split filled in when no file was given. `open_engine(run_dirs)` opens it: the caller
+    chooses which (txcli.engines sits above the commands, which take any engine). Several run
+    directories translate as an ensemble (the first run's recipe decides the settings)."""
     if req.hyp is not None:
         return None, req
     if not run_dirs:
         raise UsageError("give a RUN_DIR to translate with, or --hyp FILE --ref FILE")
-    translator = open_engine(engine, run_dirs, decode, device, threads)
+    translator = open_engine(run_dirs)
     return translator, default_test_files(run_dirs[0], req)
 
 

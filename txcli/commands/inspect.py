@@ -209,25 +209,15 @@ def inspect_run(run_dir: Path) -> RunSummary:
     return summary
 
 
-def positional_encoding_png(run_dir: Path, positions: Optional[int] = None) -> bytes:
-    """Heatmap of the sinusoidal positional-encoding matrix the run's model adds to its embeddings
-    (rows: positions up to the recipe's max_len + 2 unless given; columns: dimensions)."""
-    from ..attention import plot_matrix
-    from ..model import sinusoidal_positions
-
-    recipe = read_run_recipe(run_dir)
-    n = positions or recipe.data.max_len + 2
-    pe = sinusoidal_positions(n, recipe.model.d_model).numpy()
-    return plot_matrix(pe, f"positional encoding: {n} positions x d_model {recipe.model.d_model}",
-                       "dimension", "position")
-
-
 def write_plots(run_dir: Path, path: Path, positions: Optional[int] = None) -> list[Path]:
     """--plot: a .png path gets the positional-encoding heatmap; a folder (or a path without .png)
     gets it as pe.png beside the training curves from metrics.jsonl. Returns the files written."""
-    from ..curves import plot_target_is_dir, write_run_plots
+    from ..curves import plot_target_is_dir, positional_encoding_png, write_run_plots
 
+    recipe = read_run_recipe(run_dir)
+    # rows: positions up to the recipe's max_len + 2 unless given; columns: dimensions
+    rows, d_model = positions or recipe.data.max_len + 2, recipe.model.d_model
     if plot_target_is_dir(path):
-        return write_run_plots(run_dir, path, positions)
-    write_bytes_atomic(path, positional_encoding_png(run_dir, positions))
+        return write_run_plots(run_dir, path, rows, d_model)
+    write_bytes_atomic(path, positional_encoding_png(rows, d_model))
     return [path]

@@ -20,7 +20,7 @@ from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
 from ..model_schema import max_positions, shares_embeddings
 from ..process import set_threads
-from ..recipe import Recipe, read_saved_recipe
+from ..schema import Recipe, read_saved_recipe
 from ..search import Ensemble
 from ..tokenizer import PAD_ID, SubwordTokenizer, train_tokenizer
 

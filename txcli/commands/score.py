@@ -17,7 +17,7 @@ import torch
 from ..data import read_pairs
 from ..decoding import check_choice, decoding_precision, pad_rows, precision_context, token_batches
 from ..errors import UsageError
-from ..recipe import Corpus
+from ..schema import Corpus
 from ..search import members
 from ..streams import chunks, input_errors, open_output
 from ..tokenizer import BOS_ID, EOS_ID

@@ -30,7 +30,7 @@ from ..model import Seq2SeqTransformer
 from ..model_schema import first_difference, max_positions
 from ..precision import resolve_precision
 from ..process import apply_process_settings
-from ..recipe import Recipe, dump_yaml
+from ..schema import Recipe, dump_yaml
 from ..resume import init_from, resume_training
 from ..training import Trainer
 from ..validation import Validator

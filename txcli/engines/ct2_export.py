@@ -198,7 +198,7 @@ def export_run(run_dir: Path, out_dir: Path, quantization: str = "none") -> dict
     """Write the CTranslate2 directory of a run at out_dir (atomically); returns its record."""
     from ..checkpoint import MODEL_FILE, RECIPE_FILE, tokenizer_files, write_dir_atomic, write_json_atomic
     from ..options import RECIPE_KEYS, check_choice
-    from ..recipe import read_saved_recipe
+    from ..schema import read_saved_recipe
 
     check_choice("--quantization", quantization, QUANTIZATIONS)
     try:
