@@ -16,7 +16,7 @@ from txcli.attention import (JsonlWriter, NpzWriter, Selection, align_words, ali
                              collect_attention, parse_pharaoh, read_jsonl, read_npz, subword_word_ids)
 from txcli.commands.attention import DumpRequest, attention_stream, dump_attention
 from txcli.commands.run import open_run, run_decoding
-from txcli.decoding import DecodeOptions
+from txcli.options import DecodeOptions
 from txcli.tokenizer import BOS_ID, EOS_ID
 
 from .conftest import run_tx

@@ -13,7 +13,8 @@ from typing import Optional
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # decoding's set: options.DECODE_PRECISIONS
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the rest (fp32, int8) run as they are
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -32,8 +33,8 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, Optional[str]]:
     """(precision to run in, a warning or None). `auto`: bf16 where it is fast, else fp32."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested not in TRAIN_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {requested!r}")
     fast = bf16_is_fast(device)
     if requested == "auto":
         return ("bf16" if fast else "fp32"), None
@@ -47,11 +48,10 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, Option
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str):
     """Mixed precision for the forward pass (the backward follows the forward's choices)."""
-    if precision == "fp32":
+    if precision not in AUTOCAST_DTYPES:
         yield
         return
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    with torch.autocast(device_type=device.type, dtype=dtype), _attention_kernel(device, precision):
+    with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision]), _attention_kernel(device, precision):
         yield
 
 

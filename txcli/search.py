@@ -27,7 +27,8 @@ from torch import Tensor
 
 from .kv_cache import new_cache
 from .model import Seq2SeqTransformer
-from .options import Hypothesis  # torch-free: the ctranslate2 engine returns the same type
+from .options import search_problem
+from .translation import Hypothesis  # torch-free: the ctranslate2 engine returns the same type
 
 NEG_INF = float("-inf")
 
@@ -47,12 +48,9 @@ class SearchConfig:
     top_p: float = 1.0  # sample within the smallest set holding this much probability
 
     def __post_init__(self):
-        if self.beam < 1 or self.nbest < 1:
-            raise ValueError("beam and nbest must be at least 1")
-        if not self.sample and self.nbest > self.beam:
-            raise ValueError(f"nbest ({self.nbest}) cannot exceed the beam size ({self.beam})")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ValueError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
+        problem = search_problem(self.beam, self.nbest, self.sample, self.temperature, self.top_k, self.top_p)
+        if problem:
+            raise ValueError(problem)
 
 
 def length_penalty(length, alpha: float):
