@@ -25,7 +25,7 @@ def test_python_dash_m_works():
 
 CORE = ("model", "search", "training", "batching", "data", "attention", "checkpoint", "tokenizer", "precision",
         "decoding", "streams", "events", "alignment", "explorer", "curves", "kv_cache", "model_schema",
-        "options", "atomic", "quantize", "translation")
+        "options", "atomic", "quantize", "translation", "plots")
 
 
 @pytest.mark.parametrize("module", CORE)

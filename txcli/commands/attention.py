@@ -15,11 +15,12 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
 from ..alignment import METHODS, Method, SentenceScores, corpus_aer, select_method, split, standard_method
 from ..attention import (AXIS_LABELS, KIND_NAMES, KINDS, JsonlWriter, NpzWriter, Selection, SentenceAttention,
-                         collect_attention, format_pharaoh, parse_pharaoh, plot_heads, subword_word_ids)
+                         collect_attention, format_pharaoh, parse_pharaoh, subword_word_ids)
 from ..checkpoint import open_atomic, write_bytes_atomic
 from ..decoding import Decoding, translate_rows
 from ..errors import TxError, UsageError
 from ..options import DecodeOptions, check_choice
+from ..plots import plot_heads
 from ..search import SearchConfig
 from ..streams import ReplacedLines, input_errors, numbered_lines, open_output
 from ..tokenizer import BOS_ID, EOS_ID
