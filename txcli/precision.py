@@ -2,8 +2,10 @@
 
 bf16 is only fast where the hardware multiplies in it: CUDA GPUs that support it, and CPUs with
 AVX512-BF16 or AMX. Elsewhere torch's CPU bf16 matrix product falls back to a slow reference
-loop (on an AVX2-only EPYC, a 2048x256 @ 256x1024 product takes ~0.9 s in bf16 against ~20 ms in
-fp32), so `auto` picks bf16 only where it is fast, and an explicit bf16 there gets a warning.
+loop, many times slower than fp32, so `auto` picks bf16 only where it is fast, and an explicit
+bf16 there gets a warning.
+
+`autocast` is the one mixed-precision context, for training and decoding alike.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, Option
 
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str):
-    """Mixed precision for the forward pass (the backward follows the forward's choices)."""
+    """Mixed precision for a forward pass, in training (the backward follows the forward's
+    choices) and in decoding: bf16 or fp16 autocast; fp32 and int8 run as they are."""
     if precision not in AUTOCAST_DTYPES:
         yield
         return
@@ -56,9 +59,10 @@ def autocast(device: torch.device, precision: str):
 
 
 def _attention_kernel(device: torch.device, precision: str):
-    """On CPU in bf16 the fused flash-attention kernel's backward is 3-4x slower than the plain
+    """On CPU in bf16 the fused flash-attention kernel's backward is slower than the plain
     matmul-softmax-matmul path for sentence-length sequences (in fp32 it is the other way round:
-    bench/train_sdpa_kernels.py), so bf16 on CPU takes the plain path."""
+    bench/train_sdpa_kernels.py), so bf16 on CPU takes the plain path. Decoding runs under it
+    too: its outputs are the same with either kernel."""
     if device.type == "cpu" and precision == "bf16":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 

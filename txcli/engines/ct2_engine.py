@@ -1,6 +1,6 @@
 """The CTranslate2 engine: a CTranslate2 export of the run (made on the fly, see ct2_export.py).
-Imports no torch: tokenizers and ctranslate2 only, so a one-line translation starts in about a
-second.
+Imports no torch: tokenizers and ctranslate2 only, so a one-line translation starts without
+paying for torch's import.
 
 Where CTranslate2 cannot do what the torch engine does (said once on stderr, see README):
 - length penalty: CTranslate2 divides the log-probability by length^alpha (length counting
