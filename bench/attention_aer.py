@@ -31,7 +31,7 @@ from txcli.alignment import Method, SentenceScores, corpus_aer, select_method, s
 from txcli.attention import Selection, parse_pharaoh, subword_word_ids  # noqa: E402
 from txcli.commands.attention import DumpRequest, attention_stream, default_align_layer, dump_attention  # noqa: E402
 from txcli.commands.run import run_decoding  # noqa: E402
-from txcli.decoding import DecodeOptions  # noqa: E402
+from txcli.options import DecodeOptions  # noqa: E402
 from txcli.commands.run import open_run  # noqa: E402
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from txcli.engines import open_engine  # noqa: E402
-from txcli.options import DecodeOptions, encode_sources  # noqa: E402
+from txcli.options import DecodeOptions  # noqa: E402
+from txcli.translation import encode_sources  # noqa: E402
 
 
 def best_of(fn, rounds: int) -> float:

@@ -40,7 +40,8 @@ DECODE_ONLY = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from txcli.engines import open_engine
-from txcli.options import DecodeOptions, encode_sources
+from txcli.options import DecodeOptions
+from txcli.translation import encode_sources
 engine_name, run_dir, src, precision, beam, threads, direct = sys.argv[2:9]
 opts = DecodeOptions(beam=int(beam), precision=precision)
 engine = open_engine(engine_name, run_dir, opts, "cpu", int(threads))

@@ -6,6 +6,7 @@ install it beside (pip install --no-deps --target DIR torchao) and pass DIR.
     flock /tmp/tx-bench.lock .venv/bin/python bench/int8_backends.py runs/demo data/demo/test.src /tmp/torchao
 """
 import sys, time, copy
+from dataclasses import replace
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if len(sys.argv) > 3:
@@ -13,7 +14,9 @@ if len(sys.argv) > 3:
 import torch
 torch.set_num_threads(2)
 from txcli.commands.run import open_run, run_decoding
-from txcli.decoding import DecodeOptions, translate_texts
+from txcli.engines.torch_engine import TorchEngine
+from txcli.options import DecodeOptions
+from txcli.translation import translate_lines
 from txcli.quantize import int8_copy
 run = open_run(sys.argv[1], 'cpu')
 texts = open(sys.argv[2]).read().splitlines()[:200]
@@ -27,11 +30,12 @@ try:
 except Exception as e:
     print('torchao failed:', type(e).__name__, str(e)[:200])
 d = run_decoding(run, DecodeOptions(beam=1))
+engines = {name: TorchEngine(replace(run, model=model), d) for name, model in models.items()}  # tx translate's path
 for rnd in range(2):
-    for name, model in models.items():
+    for name, engine in engines.items():
         with torch.inference_mode():
-            translate_texts(model, run.src_tok, texts[:10], d, 96)
-            t = time.perf_counter(); translate_texts(model, run.src_tok, texts, d, 96); dt = time.perf_counter() - t
+            translate_lines(engine, texts[:10], 96)
+            t = time.perf_counter(); translate_lines(engine, texts, 96); dt = time.perf_counter() - t
         print(f'round {rnd} {name:40s} greedy {len(texts)/dt:6.1f} sent/s')
 x = torch.randn(5, 256); w = torch.nn.Linear(256, 8000)
 q = int8_copy(torch.nn.Sequential(w))

@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from txcli.commands.run import open_for_decoding  # noqa: E402
 from txcli.commands.run import run_decoding as resolve_decoding  # noqa: E402
-from txcli.decoding import DecodeOptions, encode_sources, translate_rows  # noqa: E402
+from txcli.decoding import translate_rows  # noqa: E402
+from txcli.options import DecodeOptions  # noqa: E402
+from txcli.translation import encode_sources  # noqa: E402
 
 # the kernels that do the arithmetic; everything else is overhead for this benchmark's purpose
 KERNELS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation",

@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from txcli.commands.run import open_for_decoding  # noqa: E402
 from txcli.commands.run import run_decoding as resolve_decoding  # noqa: E402
-from txcli.decoding import DecodeOptions, encode_sources, pad_rows, translate_rows  # noqa: E402
+from txcli.decoding import pad_rows, translate_rows  # noqa: E402
+from txcli.options import DecodeOptions  # noqa: E402
+from txcli.translation import encode_sources  # noqa: E402
 from txcli.precision import bf16_is_fast  # noqa: E402
 from txcli.search import beam_search  # noqa: E402
 from txcli.tokenizer import BOS_ID, EOS_ID  # noqa: E402

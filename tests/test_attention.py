@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from txcli.attention import (JsonlWriter, NpzWriter, Selection, align_words, alignment_error_rate,
-                             collect_attention, parse_pharaoh, read_jsonl, read_npz, subword_word_ids)
+from txcli.alignment import links, word_scores
+from txcli.attention import (JsonlWriter, NpzWriter, Selection, alignment_error_rate, collect_attention, parse_pharaoh,
+                             read_jsonl, read_npz, subword_word_ids)
 from txcli.commands.attention import DumpRequest, attention_stream, dump_attention
 from txcli.commands.run import open_run, run_decoding
-from txcli.decoding import DecodeOptions
+from txcli.options import DecodeOptions
 from txcli.tokenizer import BOS_ID, EOS_ID
 
 from .conftest import run_tx
@@ -170,7 +171,7 @@ def test_cli_npz_dump_and_plots(tiny_run: Path, tmp_path: Path):
 
 def test_heatmaps_give_every_token_room(tmp_path: Path):
     """4 heads side by side; a 60-subword sentence gets >= 12 pixels per token in every panel."""
-    from txcli.attention import plot_heads
+    from txcli.plots import plot_heads
 
     for n_rows, n_cols in ((5, 7), (60, 60)):
         weights = np.random.default_rng(0).dirichlet(np.ones(n_cols), size=(4, n_rows)).astype(np.float32)
@@ -268,6 +269,11 @@ def test_subwords_merge_to_whitespace_words():
     assert subword_word_ids(tokens) == [0, 1, 1, 2, 2, None]
     assert subword_word_ids(["<s>", "\u2581", "\u2581a", "b"]) == [None, 0, 0, 0]  # a bare marker piece
     assert subword_word_ids(["the", "d", "##og", "."], wordpiece=True) == [0, 1, 1, 2]
+
+
+def align_words(cross, src_words, tgt_words, row):
+    """Links from one [queries, keys] matrix (heads already combined), as --align makes them."""
+    return links(word_scores(cross[None], src_words, tgt_words, row)[0])
 
 
 def test_align_words_by_input_or_output_row():

@@ -19,10 +19,11 @@ from txcli.engines import open_engine
 from txcli.engines.ct2_export import CACHE_DIR, EXPORT_INFO, export_info, export_run
 from txcli.errors import UsageError
 from txcli.model import Seq2SeqTransformer
-from txcli.options import DecodeOptions, translate_lines
+from txcli.options import DecodeOptions
 from txcli.quantize import int8_copy
 from txcli.schema import dump_yaml, load_recipe
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from txcli.translation import translate_lines
 
 from .conftest import ROOT, TINY_RECIPE, make_corpus, run_tx
 

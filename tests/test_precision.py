@@ -17,7 +17,7 @@ from txcli import precision
 from txcli.commands.train import train
 from txcli.commands.run import open_for_decoding
 from txcli.commands.run import run_decoding as resolve_decoding
-from txcli.decoding import DecodeOptions
+from txcli.options import DecodeOptions
 from txcli.schema import load_recipe
 
 from .conftest import run_tx

@@ -1,5 +1,7 @@
 """Search: the pure beam step on made-up log-probabilities, then the whole search on a tiny model
-against a naive decoder that recomputes every prefix one sentence at a time."""
+against naive references (greedy and beam search) that decode one sentence at a time, one
+hypothesis at a time, recomputing the whole prefix every step: no cache, no batching, no code
+shared with search.py's loop."""
 
 from __future__ import annotations
 
@@ -205,10 +207,90 @@ def test_beam_one_is_exactly_greedy(model):
 
 def same(a, b):
     """Equal hypotheses per sentence: the same number of sentences and of hypotheses, the same
-    tokens, scores equal within rounding."""
+    tokens, scores equal within rounding. Never true of empty results: every sentence must have
+    at least one hypothesis (decoding that returns nothing is not "the same")."""
+    if not a or not all(a) or not all(b):
+        return False
     return len(a) == len(b) and all(
         len(x) == len(y) and [h.tokens for h in x] == [h.tokens for h in y]
         and all(h.score == pytest.approx(k.score, abs=1e-4) for h, k in zip(x, y)) for x, y in zip(a, b))
+
+
+def banned_by_ngrams(tokens: list[int], n: int) -> set[int]:
+    """The tokens that would repeat an n-gram of `tokens` if they came next."""
+    if n <= 0 or len(tokens) < n:
+        return set()
+    tail = tokens[len(tokens) - n + 1:]
+    return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tokens[i:i + n - 1] == tail}
+
+
+def naive_beam(model, src: list[int], cfg: SearchConfig) -> list[tuple[list[int], float, float]]:
+    """Beam search by its definition, for one sentence: each step extends every live hypothesis by
+    every token (the decoder run on its whole prefix, alone), ranks all extensions; those ending
+    in </s> among the best K finish, the best K others go on. Stops when K have finished or at
+    the length limit, where only </s> is allowed. Returns the best nbest as (tokens, score,
+    logprob), ranked by logprob / GNMT penalty (length counting </s>), earlier finishes first on
+    a tie."""
+    K = cfg.beam
+    x = torch.tensor([src])
+    memory, pad = model.encode(x), x == PAD_ID
+    max_len = min(math.floor(cfg.max_len_a * len(src) + cfg.max_len_b), model.cfg.max_positions - 1)
+    live, finished = [([], 0.0)], []
+    for step in range(max_len + 1):
+        candidates = []
+        for tokens, logprob in live:
+            logits = model.decode(torch.tensor([[BOS_ID] + tokens]), memory, pad)[0, -1]
+            log_probs = logits.float().log_softmax(-1).tolist()
+            allowed = set(range(len(log_probs))) - {PAD_ID, BOS_ID} - banned_by_ngrams(tokens, cfg.no_repeat_ngram)
+            if step < cfg.min_len and step < max_len:
+                allowed.discard(EOS_ID)
+            if step == max_len:
+                allowed = {EOS_ID}
+            candidates += [(logprob + log_probs[v], tokens, v) for v in allowed]
+        candidates.sort(key=lambda c: -c[0])
+        for logprob, tokens, v in candidates[:K]:
+            if v == EOS_ID:
+                finished.append((tokens, logprob / length_penalty(len(tokens) + 1, cfg.alpha), logprob))
+        live = [(tokens + [v], logprob) for logprob, tokens, v in candidates if v != EOS_ID][:K]
+        if len(finished) >= K or not live:
+            break
+    return sorted(finished, key=lambda h: -h[1])[:cfg.nbest]
+
+
+@pytest.fixture(scope="module")
+def sharp_model(model):
+    """The tiny model with its weights doubled: sharper distributions, so outputs run long (the
+    initial model mostly ends at once) and beams part ways."""
+    sharp = Seq2SeqTransformer(model.cfg).eval()
+    with torch.no_grad():
+        for mine, theirs in zip(sharp.parameters(), model.parameters()):
+            mine.copy_(theirs * 2.0)
+    return sharp
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("which", ["model", "sharp_model"])
+@pytest.mark.parametrize("cfg", [
+    SearchConfig(beam=4, nbest=4, alpha=0.6, max_len_a=1.0, max_len_b=4),
+    SearchConfig(beam=5, nbest=3, alpha=1.0, max_len_a=1.2, max_len_b=3, no_repeat_ngram=2),
+    SearchConfig(beam=3, nbest=1, alpha=0.0, max_len_a=0.5, max_len_b=4, min_len=3),
+    SearchConfig(beam=6, nbest=1, alpha=1.5, max_len_a=1.0, max_len_b=5),
+    SearchConfig(beam=8, nbest=2, alpha=0.0, max_len_a=1.0, max_len_b=5),
+    SearchConfig(beam=2, nbest=2, alpha=0.6, max_len_a=0.0, max_len_b=2),
+], ids=["nbest4", "ngram-alpha1", "minlen-alpha0", "long-alpha1.5", "wide-alpha0", "short"])
+def test_beam_search_matches_the_naive_beam(request, which, cfg):
+    """The batched, cached search with its early stop gives, for every sentence of a mixed batch,
+    the hypotheses (tokens, score and log-probability, n-best included) of the naive beam search."""
+    model = request.getfixturevalue(which)
+    rows = sources(10, seed=13)
+    got = beam_search(model, padded(rows), cfg, BOS_ID, EOS_ID)
+    assert len(got) == len(rows)
+    for r, hyps in zip(rows, got):
+        expected = naive_beam(model, r, cfg)
+        assert len(expected) == cfg.nbest
+        assert [h.tokens for h in hyps] == [e[0] for e in expected]
+        assert [h.score for h in hyps] == pytest.approx([e[1] for e in expected], abs=1e-4)
+        assert [h.logprob for h in hyps] == pytest.approx([e[2] for e in expected], abs=1e-4)
 
 
 @torch.inference_mode()

@@ -18,7 +18,8 @@ from txcli.commands.run import open_run
 from txcli.commands.run import run_decoding as resolve_decoding
 from txcli.commands.score import token_logprobs
 from txcli.commands.translate import Formatter, translate_stream
-from txcli.decoding import DecodeOptions, token_batches
+from txcli.options import DecodeOptions
+from txcli.translation import token_batches
 from txcli.engines import ENGINES, open_engine
 from txcli.streams import line_chunks, open_output
 from txcli.errors import TxError, UsageError

@@ -12,7 +12,7 @@ each target word to its best source word:
   layers    every head of every decoder layer averaged, predicting row
   bidir     `layers`, each score also weighted by its share of the source word's attention over
             all target words: a source word most of whose attention goes to one target word pulls
-            the link there (the unsupervised best on the demo model; bench/attention_aer.py)
+            the link there (bench/attention_aer.py compares it with the others)
   select    chosen on gold alignments (--align-select): single heads, layer means, the all-heads
             mean and greedily grown sets of heads, each with argmax or bidir links, scored on the
             first half of the sentences (rounded up); the AER on the other half is the honest one.

@@ -1,12 +1,13 @@
-"""Every attention weight of a model, as data and as pictures.
+"""Every attention weight of a model, as data.
 
 - `collect_attention`: one teacher-forced pass over a batch through the model's weights path
   (`encode_with_weights`, `decode_with_weights`), trimmed to each sentence's real length:
   encoder self-attention [H,S,S], decoder self-attention [H,T,T] and cross-attention [H,T,S]
   for every layer.
 - `JsonlWriter` / `NpzWriter` stream one sentence at a time; `read_jsonl` / `read_npz` load them back.
-- word alignments from cross-attention (subwords merged to whitespace words), Pharaoh I/O, AER.
-- matplotlib heatmaps (Agg canvas, no pyplot state), returned as PNG bytes.
+- subwords merged to whitespace words, Pharaoh I/O, AER (the alignment methods: alignment.py).
+
+The pictures of these weights are drawn in plots.py.
 
 Token conventions: the encoder reads the source subwords followed by </s>; the decoder reads <s>
 followed by the target subwords, and decoder row t is the step that reads tgt_tokens[t] and
@@ -15,9 +16,7 @@ predicts tgt_tokens[t+1] (</s> after the last one).
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import zipfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable, Iterator, Optional
@@ -27,6 +26,7 @@ import torch
 
 from .decoding import pad_rows
 from .model import Seq2SeqTransformer
+from .tokenizer import METASPACE
 
 KINDS = ("enc", "dec", "cross")
 KIND_NAMES = {"enc": "encoder self-attention", "dec": "decoder self-attention", "cross": "cross-attention"}
@@ -36,7 +36,6 @@ AXIS_LABELS = {  # (queries, keys) of each kind, for pictures
     "cross": ("decoder input (query; row t predicts token t+1)", "source (key)"),
 }
 SPECIAL_TOKENS = {"<pad>", "<s>", "</s>"}
-METASPACE = "\u2581"  # the word-start marker of Metaspace (BPE, unigram) tokenizers
 NPZ_FORMAT = "tx-attention/1"
 
 
@@ -225,27 +224,6 @@ def subword_word_ids(tokens: list[str], wordpiece: bool = False) -> list[Optiona
     return ids
 
 
-def align_words(cross: np.ndarray, src_words: list[Optional[int]], tgt_words: list[Optional[int]],
-                row: str = "output") -> list[tuple[int, int]]:
-    """Word alignment from one [queries, keys] cross-attention matrix (heads already combined):
-    each target word links to the one source word it gives the most attention, summed over the
-    subwords of both (specials left out). `row` picks which decoder step speaks for target token t:
-    "output", the step that predicts it (row t-1), or "input", the step that reads it (row t)."""
-    n_src = 1 + max((w for w in src_words if w is not None), default=-1)
-    if n_src == 0:
-        return []
-    to_word = np.zeros((cross.shape[1], n_src), dtype=np.float64)  # source subword -> its word
-    for s, w in enumerate(src_words):
-        if w is not None:
-            to_word[s, w] = 1.0
-    scores: dict[int, np.ndarray] = {}
-    for t, j in enumerate(tgt_words):
-        r = t - 1 if row == "output" else t
-        if j is not None and 0 <= r < cross.shape[0]:
-            scores[j] = scores.get(j, 0.0) + cross[r] @ to_word
-    return sorted((int(np.argmax(score)), j) for j, score in scores.items())
-
-
 def format_pharaoh(pairs: Iterable[tuple[int, int]]) -> str:
     return " ".join(f"{i}-{j}" for i, j in pairs)
 
@@ -276,82 +254,3 @@ def alignment_error_rate(predicted: Iterable[Iterable], sure: Iterable[set], pos
         size_a += len(a)
         size_s += len(s)
     return 0.0 if size_a + size_s == 0 else 1.0 - hits / (size_a + size_s)
-
-
-# --------------------------------------------------------------------------- pictures
-
-
-def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _label_font(n: int) -> float:
-    return 9.0 if n <= 25 else 7.0 if n <= 45 else 6.0
-
-
-def _display(tokens: list[str]) -> list[str]:
-    """Tick labels: the word-start marker U+2581 as '_' (fonts draw the block glyph as a bar)."""
-    return [t.replace(METASPACE, "_") for t in tokens]
-
-
-def _label_inches(tokens: list[str], font: float) -> float:
-    """Room for the longest tick label (average glyph ~0.6 em) plus the tick itself."""
-    return 0.6 * font / 72 * max((len(t) for t in tokens), default=1) + 0.15
-
-
-def plot_heads(weights: np.ndarray, heads: list[int], rows: list[str], cols: list[str], title: str,
-               axis_labels: tuple[str, str] = ("query", "key"), dpi: int = 120) -> bytes:
-    """PNG of one kind and layer: one heatmap per head in a grid (at most 4 across), tokens on both
-    axes. Panels grow ~0.11 inch a token, so 60 subwords stay readable; axes are placed by hand
-    (in inches) rather than by a layout engine, which would cost more than the drawing."""
-    from matplotlib.figure import Figure
-
-    n_heads = weights.shape[0]
-    ncols = min(n_heads, 4)
-    nrows = math.ceil(n_heads / ncols)
-    font = _label_font(max(len(rows), len(cols)))
-    rows, cols = _display(rows), _display(cols)
-    panel_w, panel_h = max(2.0, 0.11 * len(cols)), max(2.0, 0.11 * len(rows))
-    left, bottom = _label_inches(rows, font) + 0.35, _label_inches(cols, font) + 0.35  # + axis label
-    gap, title_h, top, right = 0.25, 0.3, 0.45, 0.9
-    width = left + ncols * panel_w + (ncols - 1) * gap + right
-    height = bottom + nrows * (panel_h + title_h) + top
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    fig.suptitle(title, y=1 - 0.12 / height, va="top")
-    fig.text(0.08 / width, (bottom + nrows * (panel_h + title_h) / 2) / height, axis_labels[0],
-             rotation=90, va="center", fontsize=9)
-    fig.text((left + (width - left - right) / 2) / width, 0.08 / height, axis_labels[1], ha="center", fontsize=9)
-    image = None
-    for k in range(n_heads):
-        r, c = divmod(k, ncols)
-        x0 = left + c * (panel_w + gap)
-        y0 = bottom + (nrows - 1 - r) * (panel_h + title_h)
-        ax = fig.add_axes((x0 / width, y0 / height, panel_w / width, panel_h / height))
-        image = ax.imshow(weights[k], cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-        ax.set_title(f"head {heads[k]}", fontsize=10, pad=3)
-        label_x = k + ncols >= n_heads  # no panel below this one
-        ax.set_xticks(range(len(cols)), cols if label_x else [], rotation=90, fontsize=font)
-        ax.set_yticks(range(len(rows)), rows if c == 0 else [], fontsize=font)
-    cax = fig.add_axes(((width - right + 0.2) / width, bottom / height, 0.15 / width,
-                        (nrows * (panel_h + title_h) - title_h) / height))
-    fig.colorbar(image, cax=cax)
-    return _png(fig)
-
-
-def plot_matrix(matrix: np.ndarray, title: str, xlabel: str, ylabel: str, dpi: int = 100) -> bytes:
-    """PNG heatmap of one matrix with a diverging colour map (e.g. the positional encodings)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(10, 6), dpi=dpi, layout="constrained")
-    ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    fig.colorbar(image, ax=ax)
-    return _png(fig)

@@ -7,10 +7,11 @@ validation loss, BLEU and chrF against steps and, in a second panel, against min
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Optional
+
+from .plots import png_bytes
 
 # (file name, event, key, title); validation curves get a second panel against minutes
 CURVES = (
@@ -53,15 +54,6 @@ def series(events: list[dict], event: str, key: str, weights: str = "model") -> 
     return steps, minutes, values
 
 
-def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})  # no URL in the file (the page embeds it)
-    return buf.getvalue()
-
-
 def _draw(ax, x, y, xlabel: str, title: str, log: bool = False) -> None:
     ax.plot(x, y, marker="." if len(x) < 40 else None, linewidth=1.2)
     ax.set_xlabel(xlabel)
@@ -94,7 +86,7 @@ def curve_pngs(path: Path, dpi: int = 100) -> dict[str, bytes]:
         else:
             fig = Figure(figsize=(5, 3.4), dpi=dpi, layout="constrained")
             _draw(fig.subplots(), steps, values, "step", title, log=key == "loss")
-        out[name] = _png(fig)
+        out[name] = png_bytes(fig)
     return out
 
 
@@ -113,42 +105,4 @@ def overview_png(path: Path, dpi: int = 60) -> Optional[bytes]:
     axes = fig.subplots(1, len(drawn), squeeze=False)[0]
     for ax, (title, (steps, _, values), key) in zip(axes, drawn):
         _draw(ax, steps, values, "step", title, log=key == "loss")
-    return _png(fig)
-
-
-def plot_target_is_dir(path: Path) -> bool:
-    """`tx inspect --plot PATH`: a .png path is the positional-encoding picture alone (as before);
-    an existing directory or a path without the .png suffix is a folder for pe.png and the curves."""
-    path = Path(path)
-    return path.is_dir() or path.suffix.lower() != ".png"
-
-
-def positional_encoding_png(positions: int, d_model: int) -> bytes:
-    """Heatmap of the sinusoidal positional-encoding matrix a model of width d_model adds to its
-    embeddings (rows: positions; columns: dimensions)."""
-    from .attention import plot_matrix
-    from .model import sinusoidal_positions
-
-    pe = sinusoidal_positions(positions, d_model).numpy()
-    return plot_matrix(pe, f"positional encoding: {positions} positions x d_model {d_model}", "dimension", "position")
-
-
-def write_run_plots(run_dir: Path, folder: Path, positions: int, d_model: int) -> list[Path]:
-    """pe.png (`positions` rows, d_model columns) and every training curve of the run into
-    `folder` (made if missing), each atomically."""
-    from .checkpoint import METRICS_FILE, write_bytes_atomic
-    from .errors import UsageError
-
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"--plot {folder}: not a folder (give a .png path for the positional encodings alone)")
-    folder.mkdir(parents=True, exist_ok=True)
-    pictures = {"pe.png": positional_encoding_png(positions, d_model)}
-    metrics = Path(run_dir) / METRICS_FILE
-    if metrics.is_file():
-        pictures.update(curve_pngs(metrics))
-    written = []
-    for name, data in pictures.items():
-        write_bytes_atomic(folder / name, data)
-        written.append(folder / name)
-    return written
+    return png_bytes(fig)

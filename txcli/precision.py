@@ -2,8 +2,10 @@
 
 bf16 is only fast where the hardware multiplies in it: CUDA GPUs that support it, and CPUs with
 AVX512-BF16 or AMX. Elsewhere torch's CPU bf16 matrix product falls back to a slow reference
-loop (on an AVX2-only EPYC, a 2048x256 @ 256x1024 product takes ~0.9 s in bf16 against ~20 ms in
-fp32), so `auto` picks bf16 only where it is fast, and an explicit bf16 there gets a warning.
+loop, many times slower than fp32, so `auto` picks bf16 only where it is fast, and an explicit
+bf16 there gets a warning.
+
+`autocast` is the one mixed-precision context, for training and decoding alike.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Optional
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # decoding's set: options.DECODE_PRECISIONS
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # the rest (fp32, int8) run as they are
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -32,8 +35,8 @@ def bf16_is_fast(device: torch.device) -> bool:
 
 def resolve_precision(requested: str, device: torch.device) -> tuple[str, Optional[str]]:
     """(precision to run in, a warning or None). `auto`: bf16 where it is fast, else fp32."""
-    if requested not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {requested!r}")
+    if requested not in TRAIN_PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {requested!r}")
     fast = bf16_is_fast(device)
     if requested == "auto":
         return ("bf16" if fast else "fp32"), None
@@ -46,19 +49,20 @@ def resolve_precision(requested: str, device: torch.device) -> tuple[str, Option
 
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str):
-    """Mixed precision for the forward pass (the backward follows the forward's choices)."""
-    if precision == "fp32":
+    """Mixed precision for a forward pass, in training (the backward follows the forward's
+    choices) and in decoding: bf16 or fp16 autocast; fp32 and int8 run as they are."""
+    if precision not in AUTOCAST_DTYPES:
         yield
         return
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    with torch.autocast(device_type=device.type, dtype=dtype), _attention_kernel(device, precision):
+    with torch.autocast(device_type=device.type, dtype=AUTOCAST_DTYPES[precision]), _attention_kernel(device, precision):
         yield
 
 
 def _attention_kernel(device: torch.device, precision: str):
-    """On CPU in bf16 the fused flash-attention kernel's backward is 3-4x slower than the plain
+    """On CPU in bf16 the fused flash-attention kernel's backward is slower than the plain
     matmul-softmax-matmul path for sentence-length sequences (in fp32 it is the other way round:
-    bench/train_sdpa_kernels.py), so bf16 on CPU takes the plain path."""
+    bench/train_sdpa_kernels.py), so bf16 on CPU takes the plain path. Decoding runs under it
+    too: its outputs are the same with either kernel."""
     if device.type == "cpu" and precision == "bf16":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 

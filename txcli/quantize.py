@@ -6,11 +6,10 @@ model calls goes through its module's forward (the fused qkv/kv projections, W_O
 feed-forward, and the output projection over the vocabulary, which at an 8k vocabulary is the
 single largest product of a decoding step); embeddings and layer norms stay fp32.
 
-Why torch.ao.quantization.quantize_dynamic although torch marks it deprecated: measured on the
-demo model, greedy, 200 test sentences, 2 threads, one process (2 rounds): fp32 826-870 sent/s,
-quantize_dynamic 1,060-1,076, torchao 0.18's Int8DynamicActivationInt8WeightConfig (its
-replacement) 535-555, slower than fp32 here, and it needs an extra package. The choice lives
-here only; callers ask for `int8_copy(model)`.
+Why torch.ao.quantization.quantize_dynamic although torch marks it deprecated: on CPU it decodes
+faster than fp32, while torchao's Int8DynamicActivationInt8WeightConfig (its replacement) was
+slower than fp32 and needs an extra package (bench/int8_backends.py measures the three). The
+choice lives here only; callers ask for `int8_copy(model)`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from .kv_cache import new_cache
 from .model import Seq2SeqTransformer
-from .options import Hypothesis  # torch-free: the ctranslate2 engine returns the same type
+from .options import search_problem
+from .translation import Hypothesis  # torch-free: the ctranslate2 engine returns the same type
 
 NEG_INF = float("-inf")
 
@@ -47,12 +48,9 @@ class SearchConfig:
     top_p: float = 1.0  # sample within the smallest set holding this much probability
 
     def __post_init__(self):
-        if self.beam < 1 or self.nbest < 1:
-            raise ValueError("beam and nbest must be at least 1")
-        if not self.sample and self.nbest > self.beam:
-            raise ValueError(f"nbest ({self.nbest}) cannot exceed the beam size ({self.beam})")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
-            raise ValueError("sampling needs temperature > 0, 0 < top_p <= 1 and top_k >= 0")
+        problem = search_problem(self.beam, self.nbest, self.sample, self.temperature, self.top_k, self.top_p)
+        if problem:
+            raise ValueError(problem)
 
 
 def length_penalty(length, alpha: float):
@@ -115,7 +113,7 @@ def stay_in_place(origins: Tensor) -> Tensor:
     origins [B,K]: the row each new hypothesis extends. Which slot a hypothesis takes does not
     matter to the search, but every hypothesis not in its origin's slot has its key/value cache
     copied there. So the first hypothesis from each origin stays in that origin's slot, and the
-    others fill the slots no hypothesis extends (on the demo: 27% of rows copied, not 45%).
+    others fill the slots no hypothesis extends.
     Returns order [B,K]: slot j takes hypothesis order[:, j].
     """
     B, K = origins.shape
@@ -197,9 +195,9 @@ def _constrain(log_probs: Tensor, step: int, row_max_len: Tensor, cfg: SearchCon
 
 class Workspace:
     """Memory for the self-attention key/value cache, kept from one batch to the next. A fresh
-    cache of a large batch (~100 MB) is faulted in 4 KiB at a time as decoding fills it: with
-    new memory every batch, the cache writes took 6% of beam-5 decoding time on the demo model.
-    Batches of one chunk differ by ~10% in what they need, so a new buffer gets 30% headroom."""
+    cache of a large batch is faulted in 4 KiB at a time as decoding fills it, so with new memory
+    every batch the writes into the cache pay for the page faults. Batches of one chunk need a
+    little more or less than each other, so a new buffer gets headroom and the next batches fit."""
 
     HEADROOM = 1.3
 

@@ -15,10 +15,12 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Optional
 
 from ..alignment import METHODS, Method, SentenceScores, corpus_aer, select_method, split, standard_method
 from ..attention import (AXIS_LABELS, KIND_NAMES, KINDS, JsonlWriter, NpzWriter, Selection, SentenceAttention,
-                         collect_attention, format_pharaoh, parse_pharaoh, plot_heads, subword_word_ids)
+                         collect_attention, format_pharaoh, parse_pharaoh, subword_word_ids)
 from ..checkpoint import open_atomic, write_bytes_atomic
-from ..decoding import DecodeOptions, Decoding, check_choice, make_generator, translate_rows
+from ..decoding import Decoding, make_generator, translate_rows
 from ..errors import TxError, UsageError
+from ..options import DecodeOptions, check_choice
+from ..plots import plot_heads
 from ..search import SearchConfig
 from ..streams import ReplacedLines, input_errors, numbered_lines, open_output
 from ..tokenizer import BOS_ID, EOS_ID
@@ -42,7 +44,7 @@ class DumpRequest:
     plot_dir: Optional[Path] = None
     align: bool = False
     # the step that predicts a word speaks for it: the step that reads it is already gathering the
-    # source of the next word (bench/attention_aer.py measures both)
+    # source of the next word (bench/attention_aer.py compares the two rows)
     align_row: str = "output"
     align_method: str = "predict"                        # one of txcli.alignment.METHODS
     align_select: bool = False                           # choose the method on --gold (first half)
@@ -256,10 +258,9 @@ def attention_stream(run: Run, pairs: Iterable[tuple[str, Optional[str]]], selec
 
 
 def default_align_layer(run: Run) -> int:
-    """The penultimate decoder layer of three or more, else the last. The first layer aligns worst:
-    a 3-layer demo model gave AER 0.30 (first), 0.043 (penultimate), 0.058 (last), as Garg et al.
-    (2019) also found for real language pairs; the 2-layer demo model 0.215 (first) and 0.104
-    (last; bench/attention_aer.py)."""
+    """The penultimate decoder layer of three or more, else the last: the first layer aligns worst
+    and the penultimate best, as Garg et al. (2019) found for real language pairs
+    (bench/attention_aer.py prints the AER of every layer)."""
     layers = run.model.cfg.decoder_layers
     return layers - 2 if layers >= 3 else layers - 1
 

@@ -10,9 +10,9 @@ from typing import Callable, Optional
 
 from ..data import read_pairs
 from ..errors import UsageError
-from ..options import translate_lines
 from ..schema import Corpus, read_saved_recipe
 from ..streams import ReplacedLines, chunks, input_errors, open_output
+from ..translation import translate_lines
 
 
 @dataclass

@@ -17,7 +17,7 @@ import torch
 
 from ..checkpoint import (CHECKPOINT_STATE, CHECKPOINTS, METRICS_FILE, MODEL_FILE, list_step_checkpoints, read_json,
                           write_bytes_atomic)
-from ..errors import TxError
+from ..errors import TxError, UsageError
 from ..events import HIGHER_IS_BETTER, SCORE_KEYS
 from .run import load_model_file, read_run_recipe
 from .run import load_tokenizers
@@ -209,14 +209,44 @@ def inspect_run(run_dir: Path) -> RunSummary:
     return summary
 
 
+def positional_encoding_png(run_dir: Path, positions: Optional[int] = None) -> bytes:
+    """Heatmap of the sinusoidal positional-encoding matrix the run's model adds to its embeddings
+    (rows: positions up to the recipe's max_len + 2 unless given; columns: dimensions)."""
+    from ..plots import positional_encoding_png as draw
+
+    recipe = read_run_recipe(run_dir)
+    return draw(positions or recipe.data.max_len + 2, recipe.model.d_model)
+
+
+def plot_target_is_dir(path: Path) -> bool:
+    """`tx inspect --plot PATH`: a .png path is the positional-encoding picture alone (as before);
+    an existing directory or a path without the .png suffix is a folder for pe.png and the curves."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() != ".png"
+
+
+def write_run_plots(run_dir: Path, folder: Path, positions: Optional[int] = None) -> list[Path]:
+    """pe.png and every training curve of the run into `folder` (made if missing), each atomically."""
+    from ..curves import curve_pngs
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--plot {folder}: not a folder (give a .png path for the positional encodings alone)")
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = {"pe.png": positional_encoding_png(run_dir, positions)}
+    metrics = Path(run_dir) / METRICS_FILE
+    if metrics.is_file():
+        pictures.update(curve_pngs(metrics))
+    written = []
+    for name, data in pictures.items():
+        write_bytes_atomic(folder / name, data)
+        written.append(folder / name)
+    return written
+
+
 def write_plots(run_dir: Path, path: Path, positions: Optional[int] = None) -> list[Path]:
     """--plot: a .png path gets the positional-encoding heatmap; a folder (or a path without .png)
     gets it as pe.png beside the training curves from metrics.jsonl. Returns the files written."""
-    from ..curves import plot_target_is_dir, positional_encoding_png, write_run_plots
-
-    recipe = read_run_recipe(run_dir)
-    # rows: positions up to the recipe's max_len + 2 unless given; columns: dimensions
-    rows, d_model = positions or recipe.data.max_len + 2, recipe.model.d_model
     if plot_target_is_dir(path):
         return write_run_plots(run_dir, path, rows, d_model)
     write_bytes_atomic(path, positional_encoding_png(rows, d_model))

@@ -15,7 +15,8 @@ import torch
 from ..checkpoint import (CHECKPOINT_MODEL, CHECKPOINTS, MODEL_FILE, RECIPE_FILE, load_model_state,
                           resolve_checkpoint_dir, tokenizer_files)
 from ..data import read_side
-from ..decoding import DecodeOptions, Decoding, check_choice, resolve_decoding
+from ..decoding import Decoding, resolve_decoding
+from ..options import DecodeOptions, check_choice
 from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
 from ..model_schema import max_positions, shares_embeddings

@@ -15,11 +15,14 @@ from typing import BinaryIO, Optional
 import torch
 
 from ..data import read_pairs
-from ..decoding import check_choice, decoding_precision, pad_rows, precision_context, token_batches
+from ..decoding import decoding_precision, pad_rows
 from ..errors import UsageError
+from ..options import check_choice
+from ..precision import autocast
 from ..schema import Corpus
 from ..search import members
 from ..streams import chunks, input_errors, open_output
+from ..translation import token_batches
 from ..tokenizer import BOS_ID, EOS_ID
 from .run import Run, use_precision
 
@@ -48,7 +51,7 @@ def token_logprobs(run: Run, pairs: list[tuple[list[int], list[int]]], batch_tok
         tgt_out = pad_rows([pairs[i][1] + [EOS_ID] for i in batch], model.cfg.pad_id, run.device)
         picked = None
         for m in models:
-            with precision_context(precision, run.device):
+            with autocast(run.device, precision):
                 logits = m(src, tgt_in)
             lp = logits.float().log_softmax(-1).gather(2, tgt_out.unsqueeze(2)).squeeze(2)
             picked = lp if picked is None else picked + lp

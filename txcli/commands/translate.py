@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Optional
 
-from ..options import Hypothesis, check_choice, translate_lines
+from ..options import check_choice
 from ..streams import CHUNK_LINES, ReplacedLines, decode_lines, input_errors, line_chunks, open_input, open_output
+from ..translation import Hypothesis, translate_lines
 
 # torch-free: with --engine ctranslate2 nothing on this path imports torch (tests/test_engines.py)
 

@@ -6,7 +6,7 @@
 
 An engine has src_tok and tgt_tok (SubwordTokenizer), max_len (source subwords kept), warning
 (one line for the user, or None), settings() (what evaluate reports), and
-translate_rows(rows) -> one list of hypotheses (options.Hypothesis fields) per id row.
+translate_rows(rows) -> one list of hypotheses (translation.Hypothesis fields) per id row.
 This module imports neither torch nor ctranslate2: each engine is imported when asked for.
 """
 

@@ -1,6 +1,6 @@
 """The CTranslate2 engine: a CTranslate2 export of the run (made on the fly, see ct2_export.py).
-Imports no torch: tokenizers and ctranslate2 only, so a one-line translation starts in about a
-second.
+Imports no torch: tokenizers and ctranslate2 only, so a one-line translation starts without
+paying for torch's import.
 
 Where CTranslate2 cannot do what the torch engine does (said once on stderr, see README):
 - length penalty: CTranslate2 divides the log-probability by length^alpha (length counting
@@ -22,11 +22,11 @@ from types import SimpleNamespace
 from typing import Optional
 
 from ..errors import TxError
-from ..options import DecodeOptions, Hypothesis, check_choice, lay_over, token_batches
+from ..options import DECODE_PRECISIONS, DecodeOptions, check_choice, lay_over
 from ..tokenizer import BOS, EOS, PAD, SubwordTokenizer
+from ..translation import Hypothesis, token_batches
 from .ct2_export import cached_export, export_info, missing_ctranslate2
 
-PRECISIONS = ("auto", "fp32", "bf16", "int8")  # as decoding.PRECISIONS, without importing torch
 COMPUTE_TYPES = {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}
 
 
@@ -50,7 +50,7 @@ def _device(ct2, name: str) -> str:
 
 def _compute_type(ct2, precision: str, device: str) -> tuple[str, Optional[str]]:
     """CTranslate2's compute type for --precision, and a warning where it cannot run it."""
-    check_choice("--precision", precision, PRECISIONS)
+    check_choice("--precision", precision, DECODE_PRECISIONS)
     supported = ct2.get_supported_compute_types(device)
     if precision == "auto":  # as the torch engine: bf16 where the hardware does it, else fp32
         return ("bfloat16" if "bfloat16" in supported else "float32"), None
