@@ -46,6 +46,7 @@ class History:
     last_loss: Optional[float] = None
     last_lr: Optional[float] = None
     tokens_per_s: Optional[float] = None  # mean over the logged steps
+    peak_rss_mb: Optional[float] = None  # the training process's peak resident memory, as logged
     validations: int = 0
     last_valid: dict = field(default_factory=dict)
     best: list[BestScore] = field(default_factory=list)
@@ -142,6 +143,9 @@ def _add_log(h: History, event: dict, tokens_per_s: list) -> None:
             setattr(h, attr, _number(event[key]))
     if _number(event.get("tokens_per_s")) is not None:
         tokens_per_s.append(_number(event["tokens_per_s"]))
+    peak = _number(event.get("peak_rss_mb"))
+    if peak is not None:
+        h.peak_rss_mb = max(peak, h.peak_rss_mb or 0.0)  # the highest over every session of the run
 
 
 def _add_valid(h: History, event: dict, best: dict) -> None:
@@ -248,6 +252,6 @@ def write_plots(run_dir: Path, path: Path, positions: Optional[int] = None) -> l
     """--plot: a .png path gets the positional-encoding heatmap; a folder (or a path without .png)
     gets it as pe.png beside the training curves from metrics.jsonl. Returns the files written."""
     if plot_target_is_dir(path):
-        return write_run_plots(run_dir, path, rows, d_model)
-    write_bytes_atomic(path, positional_encoding_png(rows, d_model))
+        return write_run_plots(run_dir, path, positions)
+    write_bytes_atomic(path, positional_encoding_png(run_dir, positions))
     return [path]
