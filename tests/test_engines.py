@@ -205,3 +205,30 @@ def test_int8_in_score_and_ctranslate2(tiny_run, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["decoding"] == {"engine": "ctranslate2", "beam": 2, "alpha": 0.6,
                                                      "sample": False, "precision": "int8"}
+
+
+def test_int8_weights_have_one_scale_per_output_row():
+    """An output projection whose rows differ 100x in size (as rare and frequent subwords do):
+    with one scale per row, the small rows keep their precision; with one scale for the whole
+    tensor (quantize_dynamic's default) the large rows set the step and the small rows' logits
+    come out mostly rounding error."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 400)
+    with torch.no_grad():
+        layer.weight.mul_(torch.logspace(-2, 0, 400)[:, None])  # row norms from 0.01x to 1x
+        layer.bias.zero_()
+    x = torch.randn(32, 64)
+    small = slice(0, 100)  # the 100 smallest rows
+    exact = layer(x)[:, small]
+
+    def error(weight_scales):
+        quantized = int8_copy(torch.nn.Sequential(layer), weight_scales)
+        assert quantized[0].weight().qscheme() in (
+            (torch.per_channel_affine, torch.per_channel_symmetric) if weight_scales == "per_channel"
+            else (torch.per_tensor_affine, torch.per_tensor_symmetric))
+        with torch.no_grad():
+            return float((quantized(x)[:, small] - exact).norm() / exact.norm())
+
+    per_channel, per_tensor = error("per_channel"), error("per_tensor")
+    assert per_channel < 0.05, per_channel
+    assert per_tensor > 4 * per_channel, (per_tensor, per_channel)
