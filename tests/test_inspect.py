@@ -21,9 +21,11 @@ def tx(*args: str):
 
 def write_metrics(run_dir: Path) -> None:
     events = [
-        {"event": "log", "step": 50, "epoch": 0.5, "elapsed": 30.0, "loss": 4.0, "lr": 1e-4, "tokens_per_s": 1000.0},
+        {"event": "log", "step": 50, "epoch": 0.5, "elapsed": 30.0, "loss": 4.0, "lr": 1e-4, "tokens_per_s": 1000.0,
+         "rss_mb": 900.0, "peak_rss_mb": 1200.5},
         {"event": "valid", "step": 100, "elapsed": 70.0, "loss": 3.0, "ppl": 20.1, "bleu": 10.0, "chrf": 30.0, "best": True},
-        {"event": "log", "step": 150, "epoch": 1.5, "elapsed": 95.0, "loss": 2.5, "lr": 2e-4, "tokens_per_s": 3000.0},
+        {"event": "log", "step": 150, "epoch": 1.5, "elapsed": 95.0, "loss": 2.5, "lr": 2e-4, "tokens_per_s": 3000.0,
+         "rss_mb": 800.0, "peak_rss_mb": 1100.0},  # a resumed session peaks lower: the run's peak stays
         {"event": "valid", "step": 200, "elapsed": 130.0, "loss": 2.8, "ppl": 16.4, "bleu": 9.0, "chrf": 33.0, "best": False},
     ]
     text = "".join(json.dumps(e) + "\n" for e in events) + '{"event": "log", "st'  # a run still writing
@@ -47,6 +49,7 @@ def test_history_from_metrics_jsonl(tiny_run: Path):
     h = read_history(tiny_run / METRICS_FILE)
     assert (h.steps, h.epochs, h.elapsed_s, h.last_loss, h.validations) == (200, 1.5, 130.0, 2.5, 2)
     assert h.tokens_per_s == 2000.0 and h.unreadable_lines == 1
+    assert h.peak_rss_mb == 1200.5
     best = {b.metric: (b.value, b.step) for b in h.best}
     assert best == {"bleu": (10.0, 100), "chrf": (33.0, 200), "loss": (2.8, 200), "ppl": (16.4, 200)}
 
@@ -68,12 +71,13 @@ def test_cli_prints_the_summary_and_plots_positional_encodings(tiny_run: Path, t
     assert result.exit_code == 0, result.output
     text = result.stdout
     for expected in ("d_model=32", "vocabulary: source", "parameters:", "encoder.1", "out_proj",
-                     "200 steps", "best bleu: 10 at step 100", "1 unreadable line"):
+                     "200 steps", "best bleu: 10 at step 100", "1 unreadable line", "peak memory 1,200 MB"):
         assert expected in text, expected
     png = (tmp_path / "pe.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1000, 600)
     as_json = json.loads(tx("inspect", str(tiny_run), "--json").stdout)
     assert as_json["total_params"] > 0 and as_json["history"]["steps"] == 200
+    assert as_json["history"]["peak_rss_mb"] == 1200.5
 
 
 def test_not_a_run_directory_is_a_one_line_error(tmp_path: Path):

@@ -195,6 +195,10 @@ def test_a_few_steps_lower_the_loss_and_the_run_dir_is_complete(tiny_recipe: Pat
     assert [e["step"] for e in valid] == [20, 40]
     assert {"loss", "ppl", "bleu", "chrf", "best", "elapsed"} <= set(valid[0])
     assert {"step", "epoch", "elapsed", "loss", "lr", "tokens_per_s"} <= set(events[1])
+    logs = [e for e in events if e["event"] == "log"]  # what the process held and how busy it was
+    assert logs and all(0 < e["rss_mb"] <= e["peak_rss_mb"] and e["cpu_per_wall"] > 0 for e in logs)
+    assert [e["peak_rss_mb"] for e in logs] == sorted(e["peak_rss_mb"] for e in logs)
+    assert " rss " in (run_dir / "train.log").read_text(encoding="utf-8")
     assert events[-1]["event"] == "end" and events[-1]["reason"] == "max_steps"
     assert any(e["event"] == "epoch" and e["dropped_too_long"] > 0 for e in events)
     run = open_run(run_dir, device="cpu")  # what translate / attention-dump / inspect load
@@ -221,7 +225,12 @@ def test_resumed_run_gives_the_same_losses_as_an_unbroken_one(tmp_path: Path, ti
     broken = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'b'}", "train.max_steps=12"])
     train(broken)
     resumed = tiny(tiny_recipe, *common + [f"run_dir={tmp_path / 'b'}"])
+    killed_save = tmp_path / "b" / "checkpoints" / ".step-000012.k2j3.tmp"  # what kill -9 mid-save leaves
+    killed_save.mkdir()
+    (killed_save / "model.safetensors").write_bytes(b"half")
     train(resumed, resume=True)  # crosses an epoch boundary (17 batches an epoch)
+    assert not killed_save.exists()
+    assert "removed 1 half-written file(s)" in (tmp_path / "b" / "train.log").read_text(encoding="utf-8")
     a, b = losses(tmp_path / "a"), losses(tmp_path / "b")
     assert sorted(b) == list(range(1, 31))  # no step logged twice
     for step in range(13, 31):

@@ -93,10 +93,18 @@ class Log(Event):
     loss: float
     lr: float
     tokens_per_s: float
+    rss_mb: Optional[float] = None       # this process's resident memory at the log line
+    peak_rss_mb: Optional[float] = None  # its peak so far
+    cpu_per_wall: Optional[float] = None  # CPU seconds (all threads) per wall second since the last log
 
     def describe(self) -> str:
+        usage = ""
+        if self.rss_mb is not None:
+            usage += f"  rss {self.rss_mb:,.0f} MB (peak {self.peak_rss_mb or 0:,.0f})"
+        if self.cpu_per_wall is not None:
+            usage += f"  cpu/wall {self.cpu_per_wall:.2f}"
         return (f"step {self.step:>6}  epoch {self.epoch:>3}  loss {self.loss:.4f}  lr {self.lr:.2e}  "
-                f"{self.tokens_per_s:,.0f} tok/s  {clock(self.elapsed)}")
+                f"{self.tokens_per_s:,.0f} tok/s{usage}  {clock(self.elapsed)}")
 
 
 @dataclass

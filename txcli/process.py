@@ -7,6 +7,8 @@ loads OpenMP, which reads its wait policy once, when it loads."""
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .heap import keep_freed_memory
@@ -43,3 +45,30 @@ def apply_process_settings(threads: Optional[int]) -> Callable[[], None]:
                 os.environ[name] = value
 
     return undo
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What this process holds and has spent, read from the OS (no torch): resident memory now and
+    at its peak, in MB, and CPU seconds of all its threads beside the wall clock."""
+
+    rss_mb: Optional[float]
+    peak_rss_mb: Optional[float]
+    cpu_s: float
+    wall_s: float
+
+
+def usage() -> Usage:
+    rss = peak = None
+    try:  # Linux: resident pages now
+        with open("/proc/self/statm") as f:
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
+    except (ImportError, OSError):
+        pass
+    return Usage(rss, peak, time.process_time(), time.monotonic())

@@ -10,6 +10,7 @@ from typing import Callable
 from . import events
 from .batching import EpochStats
 from .compiled import compiled_graphs
+from .process import usage
 
 
 class TrainReport:
@@ -20,6 +21,7 @@ class TrainReport:
         self.session_start = time.monotonic()
         self.window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
         self.graphs = compiled_graphs() if compiled else 0
+        self.last_usage = usage()  # the CPU/wall of a log window covers everything the process did in it
 
     def start_clock(self, elapsed_before: float) -> None:
         """The clock goes on from the seconds earlier sessions of the run trained."""
@@ -36,8 +38,12 @@ class TrainReport:
 
     def log(self, step: int, epoch: int, lr: float) -> None:
         w = self.window  # loss and target tokens of the whole job (all ranks)
+        now, before = usage(), self.last_usage
+        cpu_per_wall = (now.cpu_s - before.cpu_s) / max(now.wall_s - before.wall_s, 1e-9)
         self.on_event(events.Log(step, epoch, round(self.elapsed(), 3), w["loss"] / max(w["tokens"], 1), lr,
-                                 w["tokens"] / max(w["seconds"], 1e-9)))
+                                 w["tokens"] / max(w["seconds"], 1e-9), _mb(now.rss_mb), _mb(now.peak_rss_mb),
+                                 round(cpu_per_wall, 3)))
+        self.last_usage = now
         self.window = {"loss": 0.0, "tokens": 0, "seconds": 0.0}
 
     def compiled(self, step: int, seconds: float) -> None:
@@ -51,3 +57,7 @@ class TrainReport:
     def epoch_end(self, step: int, epoch: int, s: EpochStats) -> None:
         self.on_event(events.EpochEnd(step, epoch, round(self.elapsed(), 3), s.filtered.kept, s.filtered.too_long,
                                       s.filtered.empty, s.batches, 1.0 - s.tokens / max(s.padded_tokens, 1)))
+
+
+def _mb(value):
+    return None if value is None else round(value, 1)

@@ -140,6 +140,8 @@ def _history(out: Console, h) -> None:
         parts.append(f"{h.elapsed_s / 60:.1f} min")
     if h.tokens_per_s is not None:
         parts.append(f"{h.tokens_per_s:,.0f} tokens/s")
+    if h.peak_rss_mb is not None:
+        parts.append(f"peak memory {h.peak_rss_mb:,.0f} MB")
     if h.last_loss is not None:
         parts.append(f"last loss {h.last_loss:.4f}")
     out.print(f"[bold]training[/]: {', '.join(parts)}; {h.validations} validations")

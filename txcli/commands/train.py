@@ -106,6 +106,10 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
                                   f"{cfg.stop_at.value:g}")
         sink.event(events.Setup(sum(p.numel() for p in model.parameters()), cfg.max_steps, cfg.max_minutes,
                                 resume, validator.size if validator else 0, target or None, cfg.compile))
+        leftovers = ckpt.remove_interrupted_writes(run_dir)  # a save killed half-way (kill -9) left these
+        if leftovers:
+            notice = "; ".join(filter(None, [notice, f"removed {len(leftovers)} half-written file(s) a killed save "
+                                                      f"left behind: {', '.join(p.name for p in leftovers)}"]))
         for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
             if warning:
                 sink.event(events.Notice(warning))
