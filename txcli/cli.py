@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from .errors import TxError
 
 WORK_ORDER = ("recipe", "train-tokenizer", "train", "average", "export", "translate", "score", "evaluate",
-              "attention-dump", "inspect")
+              "attention-dump", "inspect", "serve")
 
 
 class InWorkOrder(TyperGroup):
@@ -454,6 +454,11 @@ def inspect_run(
     if plot is not None:
         written = write_plots(run_dir, plot, positions)
         err.print(f"wrote {', '.join(p.name for p in written)} to {plot}" if len(written) > 1 else f"wrote {plot}")
+
+
+from .cli_serve import serve as _serve  # noqa: E402 (its module uses the decorators above)
+
+app.command("serve")(_serve)
 
 
 def main() -> None:
