@@ -18,6 +18,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import pytest
 pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 
-from txcli.commands.http_app import Server, start_server  # noqa: E402
+from txcli.commands.http_app import Server, bind, start_server  # noqa: E402
 from txcli.commands.serve import Limits, Service  # noqa: E402
 from txcli.engines import open_engine  # noqa: E402
 from txcli.options import DecodeOptions  # noqa: E402
@@ -71,7 +73,7 @@ def serving(run_dirs, engine="torch", decode=None, gated=False, ready=True, api_
     """A server on 127.0.0.1:<free port> over these runs; yields (base URL, service, engines)."""
     decode = decode or DecodeOptions()
     service = Service(Limits(**limits))
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = bind("127.0.0.1", 0)
     server, thread = start_server(Server(service, api_keys).app(), sock, drain_seconds=WAIT)
     engines = []
     try:
@@ -186,6 +188,10 @@ def test_per_request_settings_equal_the_same_flags(run_dir, tmp_path):
         status, libre, _ = post(base, "/translate", {"q": "\n".join(lines[:2]), "source": "en", "target": "x"})
         plain = tx_translate_jsonl(run_dir, lines[:2], tmp_path)
         assert libre["translatedText"] == "\n".join(r["hyps"][0]["text"] for r in plain)
+        # LibreTranslate's Python client (libretranslatepy) posts an urlencoded form, as here
+        form = urllib.parse.urlencode({"q": lines[0], "source": "en", "target": "x"}).encode()
+        with urllib.request.urlopen(urllib.request.Request(base + "/translate", data=form), timeout=WAIT) as r:
+            assert json.loads(r.read())["translatedText"] == plain[0]["hyps"][0]["text"]
 
 
 def test_32_concurrent_clients_get_their_own_lines_in_order_and_batches_form(run_dir):

@@ -52,9 +52,10 @@ def _api_keys(key: Optional[str], key_file: Optional[Path]) -> tuple[bytes, ...]
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    from .commands.http_app import bind
+
     try:
-        return socket.create_server((host, port), family=family, backlog=1024)
+        return bind(host, port)
     except OSError as e:
         raise TxError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
 
@@ -135,5 +136,7 @@ def serve(
         service.close()
         for s, handler in before.items():
             signal.signal(s, handler)
-    answered = int(sum(v for (n, _), v in service.metrics.counters.items() if n == "tx_serve_requests_total"))
+    if not server.started and not stop:  # uvicorn stopped before serving; it said why on stderr
+        raise TxError(f"the HTTP server on {host}:{bound_port} did not start")
+    answered = int(service.metrics.total("tx_serve_requests_total"))
     err.print(f"tx serve: stopped ({answered} requests answered)")

@@ -74,6 +74,11 @@ class Metrics:
         with self.lock:
             return self.counters.get((name, labels), 0)
 
+    def total(self, name: str) -> float:
+        """A counter summed over its label sets."""
+        with self.lock:
+            return sum(v for (n, _), v in self.counters.items() if n == name)
+
     def render(self) -> str:
         """Every known metric (a histogram not yet observed shows zeros), HELP and TYPE first."""
         with self.lock:
