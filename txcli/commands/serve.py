@@ -3,7 +3,8 @@ and the service's metrics (txcli/commands/http_app.py is the HTTP layer over thi
 
 A request's lines are encoded where they arrive (the tokenizer is fast and the token count sizes
 the batch) and queued as one Job. One batcher thread per model takes the jobs that have arrived,
-up to `max_batch_tokens` source tokens or until the oldest has waited `max_wait_ms`, runs ONE
+up to `max_batch_tokens` source tokens or until the oldest has waited `max_wait_ms` (counted
+from when the decoder became free, see _take), runs ONE
 `engine.translate_rows` over all their rows (the engine sorts them by length and cuts its own
 token-budget batches, as for `tx translate`), and hands every job its own lines back in order.
 Decoding thus runs on that thread, never on the server's event loop, which keeps accepting.
@@ -112,6 +113,7 @@ class Model:
         self.queued_lines = 0
         self.cond = threading.Condition()
         self.closed = self.draining = False
+        self.free_since = 0.0  # when the last decode ended (monotonic)
         self.thread = threading.Thread(target=self._run, name=f"tx-serve-batcher-{name}", daemon=True)
         self.thread.start()
 
@@ -213,7 +215,11 @@ class Model:
                     self.cond.wait()
                     continue
                 first = self.queue[0]
-                left = first.arrived + wait - time.monotonic()
+                # counted from when the decoder became free, not from the oldest arrival: after a
+                # batch, its clients send their next requests within milliseconds, and waiting
+                # for them merges them with those that queued during the decode. Else two halves
+                # of the clients take turns, each in batches half as big.
+                left = max(first.arrived, self.free_since) + wait - time.monotonic()
                 if left > 0 and not self.draining and self._ready_tokens(first.key) < budget:
                     self.cond.wait(left)  # woken by each new job: the budget may be full now
                     continue
@@ -238,6 +244,8 @@ class Model:
                 break
             if batch:
                 self._decode(batch)
+                with self.cond:
+                    self.free_since = time.monotonic()
         with self.cond:  # closed: whatever is still queued is refused
             for job in self.queue:
                 if job.future.set_running_or_notify_cancel():
