@@ -354,7 +354,8 @@ def test_every_module_and_name_the_document_mentions_exists():
 def test_the_name_check_catches_stale_names():
     assert problems_with("recipe.load_recipe") is not None and problems_with("decoding.no_such_thing") is not None
     assert problems_with("recipe.py") is not None
-    assert problems_with("options.translate_lines") is None and problems_with("engines/torch_engine.py") is None
+    assert problems_with("translation.translate_lines") is None and problems_with("engines/torch_engine.py") is None
+    assert problems_with("options.translate_lines") is not None  # moved to translation.py
     assert problems_with("train.init_from") is None and problems_with("recipe.yaml") is None
     assert problems_with("Trainer.fit") is None and problems_with("Trainer.no_such_method") is not None
     assert problems_with("tests/test_layers.py") is None and problems_with("tests/test_nothing.py") is not None

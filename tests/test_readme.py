@@ -29,7 +29,7 @@ def test_readme_starts_with_demo_and_test_commands():
     assert demo.startswith(VENV) and tests.startswith(VENV), commands
     assert demo == VENV + "pip install -e . && bash scripts/demo.sh"
     assert (ROOT / "scripts" / "demo.sh").is_file()
-    assert re.fullmatch(re.escape(VENV) + r"pip install -q -e '\.\[test,ct2\]' && python -m pytest -q", tests), tests
+    assert re.fullmatch(re.escape(VENV) + r"pip install -q -e '\.\[test,ct2,serve\]' && python -m pytest -q", tests), tests
 
 
 def test_ci_runs_the_readme_test_command():

@@ -7,8 +7,8 @@ and a non-zero exit: 2 for a usage or recipe mistake, 1 for a failure at run tim
 `tx --help` lists the commands in the order of the work (WORK_ORDER).
 
 One module per group of commands: train.py (recipe check, train-tokenizer, train, average),
-export.py, decode.py (translate, score, evaluate), look.py (attention-dump, inspect); what they
-share is in common.py. Every command is registered below, in one place.
+export.py, decode.py (translate, score, evaluate), look.py (attention-dump, inspect), serve.py;
+what they share is in common.py. Every command is registered below, in one place.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from . import decode, export, look, train
+from . import decode, export, look, serve, train
 from .common import out
 
 WORK_ORDER = ("recipe", "train-tokenizer", "train", "average", "export", "translate", "score", "evaluate",
-              "attention-dump", "inspect")
+              "attention-dump", "inspect", "serve")
 
 
 class InWorkOrder(TyperGroup):
@@ -71,6 +71,7 @@ app.command("score")(decode.score)
 app.command("evaluate")(decode.evaluate)
 app.command("attention-dump")(look.attention_dump)
 app.command("inspect")(look.inspect_run)
+app.command("serve")(serve.serve)
 
 
 def main() -> None:

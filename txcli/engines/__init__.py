@@ -5,8 +5,9 @@
                and started without importing torch; what it does differently is in ct2_engine.py
 
 An engine has src_tok and tgt_tok (SubwordTokenizer), max_len (source subwords kept), warning
-(one line for the user, or None), settings() (what evaluate reports), and
-translate_rows(rows) -> one list of hypotheses (translation.Hypothesis fields) per id row.
+(one line for the user, or None), settings() (what evaluate reports),
+translate_rows(rows) -> one list of hypotheses (translation.Hypothesis fields) per id row, and
+with_options(DecodeOptions) -> the same loaded model under other search options (tx serve).
 This module imports neither torch nor ctranslate2: each engine is imported when asked for.
 """
 

@@ -72,6 +72,12 @@ def _differences(s: dict) -> Optional[str]:
     return "--engine ctranslate2: " + "; ".join(notes) if notes else None
 
 
+def _settings(info: dict, decode: DecodeOptions) -> dict:
+    settings = lay_over(SimpleNamespace(**info["decode"]), decode)
+    settings["seed"] = decode.seed
+    return settings
+
+
 class CT2Engine:
     def __init__(self, translator, model_dir: Path, info: dict, settings: dict, compute_type: str,
                  warnings: list[str]):
@@ -104,8 +110,7 @@ class CT2Engine:
         else:
             raise TxError(f"{path}: neither a tx run directory (no recipe.yaml) nor a CTranslate2 export "
                           "(no tx_export.json)")
-        settings = lay_over(SimpleNamespace(**info["decode"]), decode)
-        settings["seed"] = decode.seed
+        settings = _settings(info, decode)
         dev = _device(ct2, device)
         compute_type, warning = _compute_type(ct2, decode.precision, dev)
         try:
@@ -117,6 +122,12 @@ class CT2Engine:
             ct2.set_random_seed(decode.seed)
         return cls(translator, model_dir, info, settings, compute_type,
                    notes + [warning, _differences(settings)])
+
+    def with_options(self, decode: DecodeOptions) -> "CT2Engine":
+        """The same loaded translator under other search options (a server's per-request
+        settings); the precision stays the one it was loaded in."""
+        return CT2Engine(self.translator, self.model_dir, self.info, _settings(self.info, decode),
+                         self.compute_type, [])
 
     def settings(self) -> dict:
         s = self.s

@@ -24,6 +24,10 @@ class TorchEngine:
         run = open_for_decoding(run_dir, device, threads)
         return cls(run, run_decoding(run, decode))
 
+    def with_options(self, decode: DecodeOptions) -> "TorchEngine":
+        """The same loaded model under other decoding options (a server's per-request settings)."""
+        return TorchEngine(self.run, run_decoding(self.run, decode))
+
     def settings(self) -> dict:
         s = self.decoding.search
         return {"engine": "torch", "beam": s.beam, "alpha": s.alpha, "sample": s.sample,

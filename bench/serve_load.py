@@ -1,0 +1,225 @@
+"""`tx serve` under load, on loopback: throughput against `tx translate`, batching on and off,
+latency at one client against the decoding time of one sentence, and memory under a flood.
+
+    python bench/serve_load.py /tmp/golden/run [--requests 200] [--threads 1] [--waits 0,5,20] [--clients 1,8,32,128]
+
+- `tx translate`'s figure is its own code (translate_stream over the same sentences, chunked and
+  batched as the command does) in this process, timed without the model load: the ceiling.
+- each server is the real command (`python -m txcli serve RUN --port 0 ...`), one per
+  --max-wait-ms; every client is a coroutine with one keep-alive connection sending one sentence
+  per request (`/v1/translate`), the next when the answer is in; a bounded number of requests,
+  the first N lines of data/demo/test.src, in order.
+- batching off: --max-batch-tokens 1 (a batch is one request), 32 clients.
+- one sentence's decoding time: translate_lines on one sentence at a time, in this process; and,
+  measured in the server at the same moment as the latencies, the mean time of its batched
+  decodes (its tx_serve_decode_seconds histogram): at one client, a batch is one sentence, so
+  latency minus that is what serving adds (HTTP, queue, --max-wait-ms).
+- flood: --max-queue 32; 10,000 requests from 256 connections; the server's RSS sampled from
+  /proc every 20 ms (VmRSS), and its VmHWM.
+
+The load generator shares the machine with the server (Python, one core's worth at most), and
+on a shared machine the figures move between runs: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+THREADS = ["--threads", "1"]
+
+
+def start_server(run: Path, *flags: str):
+    proc = subprocess.Popen([sys.executable, "-m", "txcli", "serve", str(run), "--port", "0", *THREADS, *flags],
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    host = port = None
+    for line in proc.stderr:
+        if "listening on" in line:
+            host, port = line.split("http://")[1].split()[0].rsplit(":", 1)
+        if "ready" in line:
+            break
+    else:
+        raise SystemExit(f"the server did not start: {proc.stderr.read()}")
+    threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
+    return proc, host, int(port)
+
+
+def stop_server(proc) -> int:
+    proc.terminate()
+    return proc.wait(120)
+
+
+async def http_post(reader, writer, body: bytes) -> tuple[int, bytes]:
+    writer.write(b"POST /v1/translate HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, await reader.readexactly(length)
+
+
+async def load(host: str, port: int, texts: list[str], clients: int) -> dict:
+    """Send every text once (one request each) from `clients` connections; latencies and statuses."""
+    todo = iter(range(len(texts)))
+    latencies, statuses, answers = [], {}, [None] * len(texts)
+
+    async def client():
+        reader, writer = await asyncio.open_connection(host, port)
+        for i in todo:
+            start = time.perf_counter()
+            try:
+                status, body = await http_post(reader, writer, json.dumps({"text": [texts[i]]}).encode())
+            except (asyncio.IncompleteReadError, ConnectionError):  # closed after a refusal: again
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                status, body = 0, b""
+            latencies.append(time.perf_counter() - start)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status == 200:
+                hyps = json.loads(body)["results"][0]["hyps"]
+                answers[i] = hyps[0]["text"] if hyps else ""
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - start
+    latencies.sort()
+    return {"wall": wall, "rate": len(texts) / wall, "statuses": statuses, "answers": answers,
+            "mean": statistics.fmean(latencies),
+            "p50": latencies[len(latencies) // 2], "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+
+
+def scrape(host: str, port: int) -> dict:
+    """The server's unlabelled metric lines (histogram sums and counts among them)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=60).read().decode()
+    return {k: float(v) for k, v in (line.split() for line in text.splitlines()
+                                     if line and not line.startswith("#") and "{" not in line)}
+
+
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def baseline(run: Path, texts: list[str], threads: int, singles_count: int) -> tuple[float, list[str], float, float]:
+    """tx translate's sentences/s on these lines, its outputs, and one sentence's decode time (p50, p99)."""
+    from txcli.commands.translate import Formatter, translate_stream
+    from txcli.engines import open_engine
+    from txcli.options import DecodeOptions
+    from txcli.translation import translate_lines
+
+    engine = open_engine("torch", run, DecodeOptions(), "cpu", threads)
+    source, sink = io.BytesIO(("\n".join(texts) + "\n").encode()), io.BytesIO()
+    translate_lines(engine, texts[:8], engine.max_len)  # warm-up, as the server has had its first batches
+    start = time.perf_counter()
+    translate_stream(engine, source, sink, Formatter(engine, "text", False))
+    rate = len(texts) / (time.perf_counter() - start)
+    singles = []
+    for text in texts[:singles_count]:
+        start = time.perf_counter()
+        translate_lines(engine, [text], engine.max_len)
+        singles.append(time.perf_counter() - start)
+    singles.sort()
+    return rate, sink.getvalue().decode().splitlines(), singles[len(singles) // 2], singles[int(0.99 * (len(singles) - 1))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path)
+    ap.add_argument("--source", type=Path, default=ROOT / "data/demo/test.src")
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--latency-requests", type=int, default=50)
+    ap.add_argument("--waits", default="0,5,20")
+    ap.add_argument("--clients", default="1,8,32,128")
+    ap.add_argument("--flood", type=int, default=10_000)
+    ap.add_argument("--flood-only", action="store_true", help="only the flood (memory) part")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, server and tx translate alike")
+    args = ap.parse_args()
+    THREADS[1] = str(args.threads)
+    texts = args.source.read_text(encoding="utf-8").splitlines()[:args.requests]
+    if not args.flood_only:
+        throughput(args, texts)
+    flood(args, texts)
+
+
+def throughput(args, texts: list[str]) -> None:
+    rate, reference, one_p50, one_p99 = baseline(args.run, texts, args.threads, args.latency_requests)
+    print(f"tx translate (in-process, {len(texts)} sentences): {rate:.1f} sent/s; "
+          f"one sentence alone: p50 {one_p50 * 1000:.1f} ms, p99 {one_p99 * 1000:.1f} ms")
+    print("max-wait-ms clients  sent/s  x translate  p50 ms  p99 ms  mean ms  decode ms  req/batch  same outputs")
+    best32 = 0.0
+    for wait in args.waits.split(","):
+        proc, host, port = start_server(args.run, "--max-wait-ms", wait)
+        for clients in map(int, args.clients.split(",")):
+            sent = texts[:args.latency_requests] if clients == 1 else texts
+            if clients == 1:  # a blank line is answered without decoding: what HTTP and JSON cost
+                blank = asyncio.run(load(host, port, [""] * args.latency_requests, 1))
+                print(f"{wait:>11} {1:>7}  blank lines (no decoding): p50 {blank['p50'] * 1000:.1f} ms, "
+                      f"p99 {blank['p99'] * 1000:.1f} ms", flush=True)
+            before = scrape(host, port)
+            r = asyncio.run(load(host, port, sent, clients))
+            after = scrape(host, port)
+            batches = after["tx_serve_decode_seconds_count"] - before["tx_serve_decode_seconds_count"]
+            decode_ms = 1000 * (after["tx_serve_decode_seconds_sum"] - before["tx_serve_decode_seconds_sum"]) / batches
+            per_batch = (after["tx_serve_batch_requests_sum"] - before["tx_serve_batch_requests_sum"]) / batches
+            same = sum(a == b for a, b in zip(r["answers"], reference))
+            if clients >= 32:
+                best32 = max(best32, r["rate"])
+            print(f"{wait:>11} {clients:>7} {r['rate']:7.1f} {r['rate'] / rate:11.2f}x {r['p50'] * 1000:7.1f} "
+                  f"{r['p99'] * 1000:7.1f} {r['mean'] * 1000:8.1f} {decode_ms:10.1f} {per_batch:9.1f}  "
+                  f"{same}/{len(sent)}", flush=True)
+        print(f"  exit code after SIGTERM: {stop_server(proc)}")
+    proc, host, port = start_server(args.run, "--max-batch-tokens", "1", "--max-wait-ms", "0")
+    r = asyncio.run(load(host, port, texts, 32))
+    stop_server(proc)
+    print(f"batching off (--max-batch-tokens 1), 32 clients: {r['rate']:.1f} sent/s; "
+          f"best batched at 32+ clients is {best32 / r['rate']:.1f}x that")
+
+
+def flood(args, texts: list[str]) -> None:
+    proc, host, port = start_server(args.run, "--max-queue", "32")
+    before = rss_kib(proc.pid)
+    samples, done = [], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            samples.append(rss_kib(proc.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    flood = [texts[i % len(texts)] for i in range(args.flood)]
+    r = asyncio.run(load(host, port, flood, 256))
+    done.set()
+    sampler.join()
+    after, peak = rss_kib(proc.pid), rss_kib(proc.pid, "VmHWM")
+    tenth = max(1, len(samples) // 10)  # flat: the first tenth of the flood already reaches the peak
+    print(f"flood: {args.flood} requests from 256 connections, --max-queue 32: statuses {r['statuses']}, "
+          f"{r['rate']:.0f} req/s; RSS before {before / 1024:.0f} MiB, max in the first tenth of the flood "
+          f"{max(samples[:tenth]) / 1024:.0f} MiB, in the last half {max(samples[len(samples) // 2:]) / 1024:.0f} MiB, "
+          f"after {after / 1024:.0f} MiB, VmHWM {peak / 1024:.0f} MiB")
+    print(f"  exit code after SIGTERM: {stop_server(proc)}")
+
+
+if __name__ == "__main__":
+    main()
