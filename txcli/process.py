@@ -68,7 +68,9 @@ def usage() -> Usage:
     try:
         import resource
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
     except (ImportError, OSError):
         pass
+    if rss is not None and peak is not None:
+        peak = max(peak, rss)  # the kernel's high-water mark is updated lazily: it can lag what statm shows
     return Usage(rss, peak, time.process_time(), time.monotonic())
