@@ -132,7 +132,8 @@ def build_spec(config: dict, arrays: dict, src_tokens: list[str], tgt_tokens: li
     from ctranslate2.specs import common_spec, transformer_spec
 
     arch = architecture(config, arrays)
-    activations = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}  # nn.GELU: exact erf
+    activations = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU,  # nn.GELU: exact erf
+                   "silu": common_spec.Activation.SWISH}  # x * sigmoid(x), as nn.SiLU
     if arch["activation"] not in activations:
         raise UsageError(f"activation {arch['activation']!r}: no CTranslate2 equivalent")
     spec = transformer_spec.TransformerSpec.from_config(
