@@ -112,11 +112,18 @@ class DataConfig(Section):
 
 
 class TokenizerConfig(Section):
-    kind: Literal["bpe", "unigram", "wordpiece"] = "bpe"
+    kind: Literal["bpe", "unigram", "wordpiece", "sentencepiece"] = "bpe"
     vocab_size: Int = Field(8000, ge=16, le=MAX_VOCAB, description=f"subwords (at most {MAX_VOCAB:,})")
     joint: Bool = True
     min_frequency: Int = Field(2, ge=1, le=MAX_STEPS, description="a subword must occur this often")
     lowercase: Bool = False
+    model: Optional[Path] = Field(None, description="kind sentencepiece: an existing .model file, loaded instead of trained")
+
+    @model_validator(mode="after")
+    def _model_file_kind(self) -> "TokenizerConfig":
+        if self.model is not None and self.kind != "sentencepiece":
+            raise ValueError("model (an existing .model file) needs kind: sentencepiece")
+        return self
 
 
 class ModelSection(Section):
@@ -326,6 +333,8 @@ def _resolve_paths(recipe: Recipe, base: Path, origin: Path) -> None:
     recipe.run_dir = resolve(recipe.run_dir)
     if recipe.train.init_from is not None:
         object.__setattr__(recipe.train, "init_from", resolve(recipe.train.init_from))
+    if recipe.tokenizer.model is not None:
+        object.__setattr__(recipe.tokenizer, "model", resolve(recipe.tokenizer.model))
     for corpus in (recipe.data.train, recipe.data.valid, recipe.data.test):
         if corpus is None:
             continue
@@ -347,6 +356,8 @@ def _check_files(recipe: Recipe, path: Path) -> None:
             value = getattr(corpus, attr)
             if value is not None:
                 _check_data_file(value, f"{path}: data.{split}.{attr}")
+    if recipe.tokenizer.model is not None:
+        _check_data_file(recipe.tokenizer.model, f"{path}: tokenizer.model")
     # the first part of run_dir that exists must be a folder, or nothing can be written there
     for part in (recipe.run_dir, *recipe.run_dir.parents):
         if part.exists():
