@@ -79,6 +79,8 @@ def make_marian_dir(folder: Path, *, tied: bool = True, shared: bool = True, d_m
     model = MarianMTModel(config).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
+            if "embed_positions" in name:  # the sinusoids: derived, not learned
+                continue
             p.add_(torch.randn_like(p) * (0.3 if "layer_norm" in name else 0.05))
         model.final_logits_bias.copy_(torch.randn_like(model.final_logits_bias))
     model.generation_config.update(num_beams=4, max_length=40, bad_words_ids=[[pad]])

@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 
 from .errors import TxError
 
-WORK_ORDER = ("recipe", "train-tokenizer", "train", "average", "export", "translate", "score", "evaluate",
+WORK_ORDER = ("recipe", "train-tokenizer", "train", "import", "average", "export", "translate", "score", "evaluate",
               "attention-dump", "inspect")
 
 
@@ -454,6 +454,9 @@ def inspect_run(
     if plot is not None:
         written = write_plots(run_dir, plot, positions)
         err.print(f"wrote {', '.join(p.name for p in written)} to {plot}" if len(written) > 1 else f"wrote {plot}")
+
+
+from . import cli_models  # noqa: E402,F401  (registers tx import marian, tx export huggingface)
 
 
 def main() -> None:

@@ -301,22 +301,19 @@ def to_tx_state(weights: dict[str, torch.Tensor], shape: MarianShape, src: Vocab
                     table, marian_positions(table.size(0), d), atol=1e-5):
                 raise ValueError(f"{where}: {key}: not Marian's sinusoids (learned positions are not supported)")
 
-    # embeddings: which keys hold which table depends on sharing; copies must agree
-    if shape.shared_vocab:
-        present = [k for k in EMBEDDING_KEYS if k in weights]
-        if not present:
-            raise ValueError(f"{where}: missing weight 'model.shared.weight' (the embeddings)")
-        for k in present[1:]:
-            same(present[0], k)
-        src_table = tgt_table = get(present[0], (V_src, d))
-    else:
-        src_table = get("model.encoder.embed_tokens.weight", (V_src, d))
-        tgt_table = get("model.decoder.embed_tokens.weight", (V_tgt, d))
-        same("model.encoder.embed_tokens.weight", "model.shared.weight")
+    # embeddings: the encoder's and decoder's own keys are what transformers' forward reads;
+    # model.shared.weight stands in for a table saved only once (tied copies are written once)
+    shared = "model.shared.weight"
+    src_key = next((k for k in ("model.encoder.embed_tokens.weight", shared) if k in weights), None)
+    tgt_key = next((k for k in ("model.decoder.embed_tokens.weight", shared) if k in weights), None)
+    if src_key is None or tgt_key is None:
+        raise ValueError(f"{where}: missing weight {shared!r} (the embeddings)")
+    src_table, tgt_table = get(src_key, (V_src, d)), get(tgt_key, (V_tgt, d))
+    if cfg["share_embeddings"]:
+        same(src_key, tgt_key)
     state = {"src_embed.weight": src_table[src.order][:, perm], "tgt_embed.weight": tgt_table[tgt.order][:, perm]}
     if cfg["tie_embeddings"]:
-        same("model.decoder.embed_tokens.weight" if not shape.shared_vocab else
-             next(k for k in EMBEDDING_KEYS if k in weights), "lm_head.weight")
+        same(tgt_key, "lm_head.weight")
         state["out_proj.weight"] = state["tgt_embed.weight"]
     else:
         state["out_proj.weight"] = get("lm_head.weight", (V_tgt, d))[tgt.order][:, perm]
@@ -360,9 +357,11 @@ def from_tx_state(state: dict[str, torch.Tensor], cfg: dict, src_rows: list[int]
         out[key] = _permute(tensor, rule.axis, inverse).contiguous()
     src = state["src_embed.weight"][src_rows][:, inverse].contiguous()
     tgt = state["tgt_embed.weight"][tgt_rows][:, inverse].contiguous()
-    if shared_vocab:
+    if shared_vocab and cfg["share_embeddings"]:  # one table, saved once as transformers does
         out["model.shared.weight"] = tgt  # the decoder-start row (tx's <s>) is Marian's <pad> row
     else:
+        if shared_vocab:  # transformers expects the shared table's key too; its forward reads the other two
+            out["model.shared.weight"] = src
         out["model.encoder.embed_tokens.weight"] = src
         out["model.decoder.embed_tokens.weight"] = tgt
     if not cfg["tie_embeddings"]:

@@ -105,8 +105,10 @@ class Corpus(Section):
 
 
 class DataConfig(Section):
-    train: Corpus
-    valid: Corpus
+    # optional only in a run's saved recipe: an imported model (tx import) was trained elsewhere;
+    # load_recipe requires both of every recipe given to train
+    train: Optional[Corpus] = None
+    valid: Optional[Corpus] = None
     test: Optional[Corpus] = None
     max_len: Int = Field(128, ge=2, le=MAX_LEN, description=f"longest pair kept, in subword tokens per side (at most {MAX_LEN})")
 
@@ -216,7 +218,7 @@ class Recipe(Section):
     name: str
     run_dir: Path
     seed: Int = Field(1, ge=0, le=2**63 - 1)
-    data: DataConfig
+    data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -247,6 +249,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise UsageError(_describe(err, path, overrides)) from None
+    for split in ("train", "valid"):
+        if getattr(recipe.data, split) is None:
+            raise UsageError(f"{path}: data.{split}: missing (give src and tgt, or path)")
     _resolve_paths(recipe, path.resolve().parent, path)
     if check_files:
         _check_files(recipe, path)
