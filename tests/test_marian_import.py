@@ -75,7 +75,10 @@ def test_logits_equal_transformers(imported, name):
         assert src.tolist() == [[src_to_tx[i] for i in row] for row in batch["input_ids"].tolist()]
         tgt_in = torch.tensor([[BOS_ID] + [to_tx[i] for i in row[1:]] for row in dec_in.tolist()])
         mine = run.model(src, tgt_in)
+    to_tx[hf.config.pad_token_id] = BOS_ID  # Marian's <pad> logit is tx's <s> one; tx's <pad> is switched off
     columns = torch.tensor([to_tx[m] for m in range(theirs.size(-1))])
+    assert (mine[..., 0] < mine[..., BOS_ID] - 50).all()
+    assert torch.allclose(torch.log_softmax(mine, -1)[..., columns], torch.log_softmax(theirs, -1), atol=1e-4)
     real = torch.cat([torch.ones(len(SOURCES), 1, dtype=torch.bool), labels[:, :-1] != hf.config.pad_token_id], 1)
     assert torch.allclose(mine[..., columns][real], theirs[real], atol=1e-4), (mine[..., columns][real] - theirs[real]).abs().max()
 

@@ -20,7 +20,8 @@ Three differences between the two layouts, and what this module does about each:
   search starts where Marian's does; tx never generates <pad> or <s> (search._constrain), the two
   ids Marian's <pad> became. Embedding rows and the logits bias are gathered in that order.
 - Output bias. Marian adds `final_logits_bias` after the (tied) output projection: tx's
-  `output_bias` option.
+  `output_bias` option. tx's extra <pad> row gets SILENT_ROW_BIAS there, so tx's log-probabilities
+  are Marian's (one <pad> term in the softmax, not two).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu"} 
 SPECIAL_NAMES = ("</s>", "<unk>", "<pad>")
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # preferred first
 MAX_CONFIG_BYTES = 1 << 20
+# The output bias of tx's <pad> row on import: never generated, never a target, and so far below
+# any real logit that its softmax term is zero in float32. Finite, not -inf: label smoothing sums
+# every logit, and -inf would make the fine-tuning loss infinite (this adds ~eps*100/V nats to it).
+SILENT_ROW_BIAS = -100.0
 
 
 # --------------------------------------------------------------------------- the permutation
@@ -321,6 +326,9 @@ def to_tx_state(weights: dict[str, torch.Tensor], shape: MarianShape, src: Vocab
     if tuple(bias.shape) != (1, V_tgt):
         raise ValueError(f"{where}: final_logits_bias: shape {list(bias.shape)}, expected [1, {V_tgt}]")
     state["out_proj.bias"] = bias[0, tgt.order]
+    # tx's <pad> row is a second copy of Marian's <pad> (tx's <s> is the first, the decoder start):
+    # switched off, so the softmax has Marian's terms exactly once (e^-100 vanishes in float32 sums)
+    state["out_proj.bias"][0] = SILENT_ROW_BIAS
 
     ff = cfg["ff"]
     fused: dict[str, list] = {}
