@@ -369,7 +369,7 @@ def from_tx_state(state: dict[str, torch.Tensor], cfg: dict, src_rows: list[int]
         out["model.shared.weight"] = tgt  # the decoder-start row (tx's <s>) is Marian's <pad> row
     else:
         if shared_vocab:  # transformers expects the shared table's key too; its forward reads the other two
-            out["model.shared.weight"] = src
+            out["model.shared.weight"] = src.clone()  # safetensors stores no two names for one tensor
         out["model.encoder.embed_tokens.weight"] = src
         out["model.decoder.embed_tokens.weight"] = tgt
     if not cfg["tie_embeddings"]:
