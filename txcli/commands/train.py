@@ -130,6 +130,7 @@ def _check_run_dir(recipe: Recipe, resume: bool) -> Optional[str]:
             raise UsageError(f"{run_dir}: nothing to resume (no {ckpt.CHECKPOINTS}/{ckpt.LAST_CHECKPOINT}); "
                              "start the run without --resume")
         saved = read_run_recipe(run_dir)
+        take_left_out_sections(recipe, saved)
         for section in SAME_ON_RESUME:
             if getattr(saved, section) != getattr(recipe, section):
                 raise UsageError(f"{run_dir / ckpt.RECIPE_FILE}: '{section}' differs from the recipe given; "
@@ -185,6 +186,7 @@ def init_source(recipe: Recipe) -> Optional[InitSource]:
         raise UsageError(f"{key}: {checkpoint} holds no optimizer state (only checkpoints/last does); "
                          "train.init_reset none needs it")
     saved = read_run_recipe(run_dir)
+    take_left_out_sections(recipe, saved)
     for section in ("model", "tokenizer"):
         mine, theirs = getattr(recipe, section).model_dump(), getattr(saved, section).model_dump()
         for name in mine:
@@ -196,6 +198,14 @@ def init_source(recipe: Recipe) -> Optional[InitSource]:
         raise UsageError(f"data.max_len: {recipe.data.max_len} in the recipe needs {positions[0]} positions, "
                          f"the model of {run_dir} has {positions[1]} (data.max_len {saved.data.max_len})")
     return InitSource(run_dir, weights, checkpoint if reset != "all" else None)
+
+
+def take_left_out_sections(recipe: Recipe, saved: Recipe) -> None:
+    """A recipe that leaves out `model` or `tokenizer` takes them from the run it starts from or
+    resumes (an imported pretrained model's, say): the weights decide them anyway."""
+    for section in ("model", "tokenizer"):
+        if section not in recipe.model_fields_set:
+            setattr(recipe, section, getattr(saved, section).model_copy())
 
 
 def _shown(value) -> str:
