@@ -122,7 +122,8 @@ def test_recipe_and_record(imported):
     recipe = read_saved_recipe(run_dir / "recipe.yaml")
     m = recipe.model
     assert (m.norm, m.activation, m.output_bias, m.tie_embeddings) == ("post", "silu", True, True)
-    assert (recipe.decode.beam, recipe.decode.max_len_a, recipe.decode.max_len_b) == (4, 0.0, 38)  # max_length 40
+    assert recipe.decode.beam == 4  # num_beams; max_length is not taken (tx's relative limit stays)
+    assert (recipe.decode.max_len_a, recipe.decode.max_len_b) == (1.2, 10)
     assert recipe.tokenizer.kind == "sentencepiece" and recipe.tokenizer.joint
     record = json.loads((run_dir / "import.json").read_text())
     assert record["source"] == str(hf_dir.resolve()) and "model.safetensors" in record["files"]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -39,6 +38,7 @@ ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu"} 
 SPECIAL_NAMES = ("</s>", "<unk>", "<pad>")
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")  # preferred first
 MAX_CONFIG_BYTES = 1 << 20
+MAX_VOCAB_BYTES = 64 << 20  # a vocab.json of a million entries is ~30 MB
 # The output bias of tx's <pad> row on import: never generated, never a target, and so far below
 # any real logit that its softmax term is zero in float32. Finite, not -inf: label smoothing sums
 # every logit, and -inf would make the fine-tuning loss infinite (this adds ~eps*100/V nats to it).
@@ -76,14 +76,14 @@ class MarianShape:
     eos_id: int
     pad_id: int
     start_id: int  # decoder_start_token_id
-    max_length: Optional[int] = None
 
 
-def read_json_file(path: Path, what: str) -> dict:
+def read_json_file(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> dict:
+    """A JSON object from a file of at most max_bytes (a slip never reads gigabytes)."""
     if not path.is_file():
         raise ValueError(f"{path}: missing ({what})")
-    if path.stat().st_size > MAX_CONFIG_BYTES and path.suffix == ".json" and "vocab" not in path.name:
-        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a model configuration")
+    if path.stat().st_size > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes:,} bytes; not {what}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -169,7 +169,7 @@ class VocabRemap:
 
 
 def read_vocab(path: Path, size: int, where_size: str) -> dict[str, int]:
-    vocab = read_json_file(path, "the vocabulary")
+    vocab = read_json_file(path, "the vocabulary", MAX_VOCAB_BYTES)
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
         raise ValueError(f"{path}: ids must be integers")
     if sorted(vocab.values()) != list(range(len(vocab))):
@@ -409,20 +409,16 @@ def read_weights(hf_dir: Path) -> tuple[Path, dict[str, torch.Tensor]]:
 
 
 def decode_defaults(generation: dict, shape: MarianShape, where: str) -> dict:
-    """generation_config.json -> tx's recipe `decode` values: num_beams -> beam; max_length (which
-    counts the decoder start and </s>) -> a fixed output limit; its length penalty is not tx's
-    (GNMT) kind, so alpha stays tx's default."""
+    """generation_config.json -> tx's recipe `decode` values: num_beams -> beam. Its max_length
+    (512 tokens for every sentence) is not taken: tx allocates the key/value cache for the longest
+    output allowed, so it keeps its relative limit (max_len_a x source + max_len_b, capped by the
+    positions); transformers' length penalty is not tx's (GNMT), so alpha stays tx's default."""
     out = {}
     beams = generation.get("num_beams")
     if beams is not None:
-        if isinstance(beams, bool) or not isinstance(beams, int) or beams < 1:
-            raise ValueError(f"{where}: num_beams: {beams!r}: expected a positive integer")
+        if isinstance(beams, bool) or not isinstance(beams, int) or not 1 <= beams <= 1024:
+            raise ValueError(f"{where}: num_beams: {beams!r}: expected an integer from 1 to 1024")
         out["beam"] = beams
-    length = generation.get("max_length")
-    if length is not None:
-        if isinstance(length, bool) or not isinstance(length, int) or length < 3:
-            raise ValueError(f"{where}: max_length: {length!r}: expected an integer of at least 3")
-        out.update(max_len_a=0.0, max_len_b=length - 2)
     bad = generation.get("bad_words_ids")
     if bad not in (None, [[shape.pad_id]]):
         raise ValueError(f"{where}: bad_words_ids: {bad!r}: tx forbids only Marian's <pad> ({shape.pad_id})")

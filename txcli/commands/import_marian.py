@@ -89,7 +89,7 @@ def import_marian(hf_dir: Path, run_dir: Path) -> ImportSummary:
     record = {
         "format": "tx-import-marian/1", "source": str(hf_dir.resolve()),
         "imported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "transformers_version": shape_version(hf_dir),
+        "transformers_version": _json_or_empty(hf_dir / "config.json").get("transformers_version"),
         "files": {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(hf_dir.iterdir())
                   if p.is_file() and p.name in ("config.json", "generation_config.json", "source.spm", "target.spm",
                                                "vocab.json", "target_vocab.json", "tokenizer_config.json",
@@ -124,7 +124,3 @@ def _json_or_empty(path: Path) -> dict:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def shape_version(hf_dir: Path):
-    return _json_or_empty(hf_dir / "config.json").get("transformers_version")
