@@ -65,11 +65,16 @@ def test_target_lang_puts_the_token_first_and_unknown_ones_are_one_line(marian_r
         "error: --target-lang xyz: not in the source vocabulary; it has: deu fra nld"]
 
 
-def test_int8_translates(marian_run):
+def test_int8_bf16_and_an_ensemble_translate(marian_run):
     root = marian_run
-    result = run_tx("translate", str(root / "run"), "-i", str(root / "src.txt"), "--precision", "int8", "--beam", "2")
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == len(SOURCES)
+    for precision in ("int8", "bf16"):
+        result = run_tx("translate", str(root / "run"), "-i", str(root / "src.txt"), "--precision", precision, "--beam", "2")
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == len(SOURCES)
+    common = ["-i", str(root / "src.txt"), "--beam", "2", "--max-len-a", "0", "--max-len-b", "8"]
+    alone = run_tx("translate", str(root / "run"), *common)
+    pair = run_tx("translate", str(root / "run"), str(root / "run"), *common)  # two equal members: the same output
+    assert pair.returncode == 0 and pair.stdout == alone.stdout
 
 
 def test_score_equals_transformers_log_probabilities(marian_run):
