@@ -166,6 +166,7 @@ def edit_config(hf_dir, **changes):
     (dict(encoder_layers=3), "missing weight 'model.encoder.layers.2"),
     (dict(encoder_layers=1), "unknown weight 'model.encoder.layers.1"),
     (dict(d_model=32), "model.shared.weight: shape"),
+    (dict(encoder_ffn_dim=8, decoder_ffn_dim=8), r"model.encoder.layers.0.fc1.weight: shape \[24, 16\], expected \[8, 16\]"),
 ])
 def test_unsupported_configs_are_refused_in_one_line_naming_the_field(tmp_path_factory, change, message):
     base = tmp_path_factory.getbasetemp() / "refusals-base"

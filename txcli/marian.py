@@ -219,6 +219,7 @@ def marian_vocab_from_tx(names: list[str]) -> tuple[dict[str, int], list[int]]:
 class Rule:
     tx: str
     axis: str  # "in" | "out" | "none"
+    shape: tuple[str, ...]  # the Marian tensor's shape, in "d" (d_model) and "ff"
     block: int = 0
     blocks: int = 1
 
@@ -227,14 +228,14 @@ def _layer_rules(side: str, i: int) -> dict[str, Rule]:
     m, t = f"model.{side}.layers.{i}", f"{side}.{i}"
     rules = {}
 
-    def linear(marian: str, tx: str, axis: str, block: int = 0, blocks: int = 1) -> None:
+    def linear(marian: str, tx: str, axis: str, block: int = 0, blocks: int = 1, out: str = "d", inp: str = "d") -> None:
         # weight [out, in]: "in" permutes columns, "out" rows; a bias lies along the output axis
-        rules[f"{m}.{marian}.weight"] = Rule(f"{t}.{tx}.weight", axis, block, blocks)
-        rules[f"{m}.{marian}.bias"] = Rule(f"{t}.{tx}.bias", "out" if axis == "out" else "none", block, blocks)
+        rules[f"{m}.{marian}.weight"] = Rule(f"{t}.{tx}.weight", axis, (out, inp), block, blocks)
+        rules[f"{m}.{marian}.bias"] = Rule(f"{t}.{tx}.bias", "out" if axis == "out" else "none", (out,), block, blocks)
 
     def norm(marian: str, tx: str) -> None:
-        rules[f"{m}.{marian}.weight"] = Rule(f"{t}.{tx}.weight", "out")
-        rules[f"{m}.{marian}.bias"] = Rule(f"{t}.{tx}.bias", "out")
+        rules[f"{m}.{marian}.weight"] = Rule(f"{t}.{tx}.weight", "out", ("d",))
+        rules[f"{m}.{marian}.bias"] = Rule(f"{t}.{tx}.bias", "out", ("d",))
 
     for block, name in enumerate("qkv"):
         linear(f"self_attn.{name}_proj", "self_attn.qkv_proj", "in", block, 3)
@@ -246,8 +247,8 @@ def _layer_rules(side: str, i: int) -> dict[str, Rule]:
         linear("encoder_attn.v_proj", "cross_attn.kv_proj", "in", 1, 2)
         linear("encoder_attn.out_proj", "cross_attn.out_proj", "out")
         norm("encoder_attn_layer_norm", "cross_attn_res.norm")
-    linear("fc1", "ff.fc1", "in")
-    linear("fc2", "ff.fc2", "out")
+    linear("fc1", "ff.fc1", "in", out="ff")
+    linear("fc2", "ff.fc2", "out", inp="ff")
     norm("final_layer_norm", "ff_res.norm")
     return rules
 
@@ -330,17 +331,10 @@ def to_tx_state(weights: dict[str, torch.Tensor], shape: MarianShape, src: Vocab
     # switched off, so the softmax has Marian's terms exactly once (e^-100 vanishes in float32 sums)
     state["out_proj.bias"][0] = SILENT_ROW_BIAS
 
-    ff = cfg["ff"]
+    sizes = {"d": d, "ff": cfg["ff"]}
     fused: dict[str, list] = {}
     for key, rule in rules.items():
-        wide = ff if (".fc1." in key) else d
-        if key.endswith(".weight") and ".fc" in key:
-            expected = (ff, d) if ".fc1." in key else (d, ff)
-        elif key.endswith(".weight") and "layer_norm" not in key:
-            expected = (d, d)
-        else:
-            expected = (wide,)
-        tensor = _permute(get(key, expected), rule.axis, perm)
+        tensor = _permute(get(key, tuple(sizes[s] for s in rule.shape)), rule.axis, perm)
         if rule.blocks == 1:
             state[rule.tx] = tensor
         else:
