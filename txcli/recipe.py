@@ -251,7 +251,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
         raise UsageError(_describe(err, path, overrides)) from None
     for split in ("train", "valid"):
         if getattr(recipe.data, split) is None:
-            raise UsageError(f"{path}: data.{split}: missing (give src and tgt, or path)")
+            raise UsageError(f"{path}: data.{split}: required key is missing")
     _resolve_paths(recipe, path.resolve().parent, path)
     if check_files:
         _check_files(recipe, path)
