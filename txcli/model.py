@@ -1,9 +1,7 @@
 """The Transformer encoder-decoder of "Attention Is All You Need" (Vaswani et al., 2017).
 
-One file, read top to bottom: config, positional encoding, attention and the causal mask, the
-two layer kinds, and the full model. Knows nothing of files, tokenizers or the command line:
-callers hand it token ids and get logits back. Incremental decoding keeps each layer's keys and
-values in a cache (txcli.kv_cache) that `decode` takes as an argument."""
+One file, read top to bottom: config, positional encoding, attention and the causal mask, the two
+layer kinds, the model. Token ids in, logits out: no files, tokenizers, command line, or cache (kv_cache)."""
 
 from __future__ import annotations
 
@@ -21,7 +19,7 @@ from . import model_schema
 if TYPE_CHECKING:  # the cache's types, for readers and type checkers; no import at run time
     from .kv_cache import DecoderCache, LayerCache
 
-ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU}  # feed-forward nonlinearity, chosen once in __init__
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}  # feed-forward nonlinearity; silu: Marian's
 
 
 @dataclass
@@ -37,9 +35,10 @@ class ModelConfig:
     decoder_layers: int = 3
     dropout: float = 0.1
     norm: str = "pre"  # "pre": LN before each sublayer; "post": LN after the residual add (the paper)
-    activation: str = "relu"  # feed-forward nonlinearity: "relu" | "gelu"
+    activation: str = "relu"  # feed-forward nonlinearity: "relu" | "gelu" | "silu"
     tie_embeddings: bool = True  # output projection reuses the target embedding matrix
     share_embeddings: bool = False  # one table for source and target (joint vocabulary)
+    output_bias: bool = False  # a bias on the output projection even when tied (untied: always one)
     max_positions: int = 1024  # rows of the positional-encoding table
     pad_id: int = 0  # the tokenizer's <pad> (tokenizer.PAD_ID): the only special the model knows
 
@@ -282,12 +281,11 @@ class Seq2SeqTransformer(nn.Module):
         self.embed_dropout = nn.Dropout(cfg.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
-        # Pre-norm leaves the residual stream un-normalised: each stack ends with one more LN.
-        self.encoder_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
-        self.decoder_norm = nn.LayerNorm(d) if cfg.norm == "pre" else nn.Identity()
-        self.out_proj = nn.Linear(d, cfg.tgt_vocab_size, bias=not cfg.tie_embeddings)
-        # N(0, d^-1/2) so that sqrt(d)-scaled embeddings have unit variance; an untied output
-        # projection starts like the embedding it would otherwise share.
+        # Pre-norm leaves the stream un-normalised: one more LN per stack (post-norm, as Marian: none)
+        final_norm = nn.LayerNorm if cfg.norm == "pre" else nn.Identity
+        self.encoder_norm, self.decoder_norm = final_norm(d), final_norm(d)
+        self.out_proj = nn.Linear(d, cfg.tgt_vocab_size, bias=cfg.output_bias or not cfg.tie_embeddings)
+        # N(0, d^-1/2): sqrt(d)-scaled embeddings get unit variance; an untied output projection too
         for weight in (self.src_embed.weight, self.tgt_embed.weight, self.out_proj.weight):
             nn.init.normal_(weight, std=d ** -0.5)
         if self.out_proj.bias is not None:
@@ -300,8 +298,7 @@ class Seq2SeqTransformer(nn.Module):
         end = start + tokens.size(1)
         if end > self.positions.size(0):
             raise ValueError(f"sequence reaches position {end}, past max_positions={self.positions.size(0)}")
-        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start:end]
-        return self.embed_dropout(x)
+        return self.embed_dropout(table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start:end])
 
     def encode(self, src: Tensor) -> Tensor:
         """src [B,S] -> memory [B,S,D]."""
@@ -322,10 +319,9 @@ class Seq2SeqTransformer(nn.Module):
 
     def decode(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,
                cache: Optional[DecoderCache] = None) -> Tensor:
-        """tgt_in [B,T] -> logits [B,T,V] (pre-softmax). Without a cache: teacher forcing over
-        the whole prefix. With a cache (kv_cache.new_cache): tgt_in holds only the new tokens, at
-        positions cache.length onwards; they attend to every cached step, and the cache advances
-        by T. `memory` is then not read (may be None): its keys/values are in the cache."""
+        """tgt_in [B,T] -> logits [B,T,V] (pre-softmax). Without a cache: teacher forcing over the
+        whole prefix. With a cache (kv_cache.new_cache): tgt_in holds only the new tokens, at positions
+        cache.length on, seeing every cached step; the cache advances by T, `memory` is unread (None)."""
         return self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=False)[0]
 
     def decode_with_weights(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,

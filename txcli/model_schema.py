@@ -5,7 +5,7 @@ model files written before the two took the same names still hold."""
 from typing import Optional
 
 NORMS = ("pre", "post")
-ACTIVATIONS = ("relu", "gelu")
+ACTIVATIONS = ("relu", "gelu", "silu")
 SIZES = ("src_vocab_size", "tgt_vocab_size", "d_model", "heads", "ff", "encoder_layers",
          "decoder_layers", "max_positions")
 

@@ -50,6 +50,9 @@ class SubwordTokenizer:
     def id_to_token(self, i: int) -> str:
         return self.hf.id_to_token(i) or UNK
 
+    def get_vocab(self) -> dict[str, int]:
+        return self.hf.get_vocab()
+
     def save(self, path: Path) -> None:
         """Atomic write: a crash never leaves half a tokenizer behind."""
         path = Path(path)
@@ -97,6 +100,24 @@ def build_tokenizer(kind: str, vocab_size: int, min_frequency: int = 2, lowercas
 def train_tokenizer(texts: Iterator[str], kind: str, vocab_size: int, min_frequency: int = 2,
                     lowercase: bool = False) -> SubwordTokenizer:
     """Train from an iterator of lines (streamed: the corpus need not fit in memory)."""
+    if kind == "sentencepiece":  # its own library; min_frequency has no sentencepiece equivalent
+        from .sentencepiece_tokenizer import train
+
+        return train(texts, vocab_size, lowercase)
     hf, trainer = build_tokenizer(kind, vocab_size, min_frequency, lowercase)
     hf.train_from_iterator(texts, trainer=trainer)
     return SubwordTokenizer(hf)
+
+
+def load_tokenizer(path: Path, side: str = "src"):
+    """Any kind from its file: a tx sentencepiece file (sentencepiece_tokenizer) says so in its
+    JSON; anything else is a `tokenizers` file. side: which of a two-model file's sentencepiece
+    models segments this side's text (a one-model file has the same for both)."""
+    import json
+
+    text = Path(path).read_text(encoding="utf-8")
+    if '"tx_tokenizer"' in text[:200]:
+        from .sentencepiece_tokenizer import SentencePieceTokenizer
+
+        return SentencePieceTokenizer.from_json(json.loads(text), side)
+    return SubwordTokenizer(Tokenizer.from_str(text))

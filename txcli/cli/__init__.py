@@ -7,7 +7,8 @@ and a non-zero exit: 2 for a usage or recipe mistake, 1 for a failure at run tim
 `tx --help` lists the commands in the order of the work (WORK_ORDER).
 
 One module per group of commands: train.py (recipe check, train-tokenizer, train, average),
-export.py, decode.py (translate, score, evaluate), look.py (attention-dump, inspect), serve.py;
+pretrained.py (import), export.py, decode.py (translate, score, evaluate), look.py (attention-dump,
+inspect), serve.py;
 what they share is in common.py. Every command is registered below, in one place.
 """
 
@@ -16,10 +17,10 @@ from __future__ import annotations
 import typer
 from typer.core import TyperGroup
 
-from . import decode, export, look, serve, train
+from . import decode, export, look, pretrained, serve, train
 from .common import out
 
-WORK_ORDER = ("recipe", "train-tokenizer", "train", "average", "export", "translate", "score", "evaluate",
+WORK_ORDER = ("recipe", "train-tokenizer", "train", "import", "average", "export", "translate", "score", "evaluate",
               "attention-dump", "inspect", "serve")
 
 
@@ -43,6 +44,8 @@ recipe_app = typer.Typer(help="Validate and show recipes.", no_args_is_help=True
 app.add_typer(recipe_app, name="recipe")
 export_app = typer.Typer(help="Write a run's model for another inference engine.", no_args_is_help=True)
 app.add_typer(export_app, name="export")
+import_app = typer.Typer(help="Bring a pretrained model in as a tx run directory.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
 
 def _version(value: bool) -> None:
@@ -64,8 +67,10 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 recipe_app.command("check")(train.recipe_check)
 app.command("train-tokenizer")(train.train_tokenizer)
 app.command("train")(train.train)
+import_app.command("marian")(pretrained.import_marian)
 app.command("average")(train.average)
 export_app.command("ctranslate2")(export.export_ctranslate2)
+export_app.command("huggingface")(export.export_huggingface)
 app.command("translate")(decode.translate)
 app.command("score")(decode.score)
 app.command("evaluate")(decode.evaluate)

@@ -24,6 +24,7 @@ def translate(
     input_errors: str = InputErrorsOpt,
     engine: str = EngineOpt,
     device: str = DeviceOpt, threads: Optional[int] = ThreadsOpt,
+    target_lang: Optional[str] = typer.Option(None, "--target-lang", help="Multilingual models (e.g. OPUS-MT): the output language, as the vocabulary's >>xxx<< token names it (deu for >>deu<<)."),
     decode=None,
 ):
     """Translate sentences, one a line: N lines in give N lines out, in order. Empty lines stay
@@ -34,6 +35,10 @@ def translate(
 
     decode.nbest = nbest
     translator = open_engine(engine, run_dirs, decode, device, threads)
+    if target_lang is not None:
+        from ..commands.target_language import set_target_language
+
+        set_target_language(translator, target_lang)
     warn(translator.warning)
     formatter = Formatter(translator, fmt, tokens)
     summary = translate_files(translator, input, output, sys.stdin.buffer, sys.stdout.buffer, formatter,

@@ -1,4 +1,5 @@
-"""`tx export`: a run's model written for another inference engine."""
+"""`tx export`: a run's model written for another inference engine (CTranslate2) or library
+(Hugging Face transformers)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,18 @@ def export_ctranslate2(
     arch = info["architecture"]
     err.print(f"wrote {escape(str(out_dir))}: {arch['encoder_layers']}+{arch['decoder_layers']} layers, "
               f"{'pre' if arch['pre_norm'] else 'post'}-norm, weights {quantization}")
+
+
+@user_errors
+def export_huggingface(
+    run_dir: Path = typer.Argument(..., help="Run directory of a post-norm model with a sentencepiece tokenizer."),
+    out_dir: Path = typer.Argument(..., help="Directory to write (must not exist, or be empty, or an earlier export)."),
+):
+    """A transformers Marian directory from a run: config.json, generation_config.json,
+    model.safetensors, source.spm, target.spm, vocab.json, tokenizer_config.json.
+    MarianMTModel.from_pretrained(OUT_DIR) and AutoTokenizer.from_pretrained(OUT_DIR) load it."""
+    from ..commands.export_hf import export_huggingface as run_export
+
+    with err.status("export: converting the weights"):
+        written = run_export(run_dir, out_dir)
+    err.print(f"wrote {escape(str(out_dir))}: {', '.join(written)}")

@@ -23,7 +23,7 @@ from ..model_schema import max_positions, shares_embeddings
 from ..process import set_threads
 from ..schema import Recipe, read_saved_recipe
 from ..search import Ensemble
-from ..tokenizer import PAD_ID, SubwordTokenizer, train_tokenizer
+from ..tokenizer import PAD_ID, SubwordTokenizer, load_tokenizer, train_tokenizer
 
 
 @dataclass
@@ -73,6 +73,13 @@ def train_tokenizers(recipe: Recipe, force: bool = False) -> list[Path]:
     src_path, tgt_path = tokenizer_files(run_dir, cfg.joint)
 
     def train(side):
+        if cfg.model is not None:  # an existing sentencepiece model: loaded, not trained
+            from ..sentencepiece_tokenizer import load_model_file
+
+            try:
+                return load_model_file(cfg.model)
+            except (ValueError, OSError) as err:
+                raise UsageError(f"tokenizer.model: {err}") from None
         return train_tokenizer(read_side(recipe.data.train, side), cfg.kind, cfg.vocab_size,
                                cfg.min_frequency, cfg.lowercase)
 
@@ -87,11 +94,11 @@ def train_tokenizers(recipe: Recipe, force: bool = False) -> list[Path]:
 def load_tokenizers(run_dir: Path, joint: bool) -> tuple[SubwordTokenizer, SubwordTokenizer]:
     src_path, tgt_path = tokenizer_files(run_dir, joint)
     loaded = []
-    for path in (src_path, tgt_path):
+    for path, side in ((src_path, "src"), (tgt_path, "tgt")):
         if not path.is_file():
             raise TxError(f"{path}: missing (run `tx train-tokenizer` or `tx train` first)")
         try:
-            loaded.append(SubwordTokenizer.load(path))
+            loaded.append(load_tokenizer(path, side))  # a sentencepiece file may segment each side its own way
         except Exception as err:  # tokenizers raises plain Exception subclasses for bad JSON
             raise TxError(f"{path}: not a valid tokenizer file ({str(err).splitlines()[0]})") from None
     return loaded[0], loaded[1]
@@ -158,7 +165,7 @@ def open_runs(paths: list[Path], device: str = "auto") -> Run:
         return first
     for path, other in zip(paths[1:], runs[1:]):
         for side, a, b in (("source", first.src_tok, other.src_tok), ("target", first.tgt_tok, other.tgt_tok)):
-            if a.hf.get_vocab() != b.hf.get_vocab():
+            if a.get_vocab() != b.get_vocab():
                 raise UsageError(f"{path}: its {side} vocabulary differs from {paths[0]}'s; "
                                  "an ensemble needs runs that share one tokenizer")
     ensemble = Ensemble([r.model for r in runs])

@@ -141,6 +141,7 @@ def _check_run_dir(recipe: Recipe, resume: bool) -> Optional[str]:
             raise UsageError(f"{run_dir}: nothing to resume (no {ckpt.CHECKPOINTS}/{ckpt.LAST_CHECKPOINT}); "
                              "start the run without --resume")
         saved = read_run_recipe(run_dir)
+        take_left_out_sections(recipe, saved)
         for section in MODEL_SECTIONS:
             if section_difference(recipe, saved, section) is not None:
                 raise UsageError(f"{run_dir / ckpt.RECIPE_FILE}: '{section}' differs from the recipe given; "
@@ -196,6 +197,7 @@ def init_source(recipe: Recipe) -> Optional[InitSource]:
         raise UsageError(f"{key}: {checkpoint} holds no optimizer state (only checkpoints/last does); "
                          "train.init_reset none needs it")
     saved = read_run_recipe(run_dir)
+    take_left_out_sections(recipe, saved)
     for section in MODEL_SECTIONS:
         name = section_difference(recipe, saved, section)
         if name is not None:
@@ -213,6 +215,14 @@ def section_difference(recipe: Recipe, saved: Recipe, section: str) -> Optional[
     """The first key of a recipe section that differs from a saved run's (None: the same); the
     model and tokenizer sections decide the model, which resume and init_from must keep."""
     return first_difference(getattr(recipe, section).model_dump(), getattr(saved, section).model_dump())
+
+
+def take_left_out_sections(recipe: Recipe, saved: Recipe) -> None:
+    """A recipe that leaves out `model` or `tokenizer` takes them from the run it starts from or
+    resumes (an imported pretrained model's, say): the weights decide them anyway."""
+    for section in MODEL_SECTIONS:
+        if section not in recipe.model_fields_set:
+            setattr(recipe, section, getattr(saved, section).model_copy())
 
 
 def _shown(value) -> str:

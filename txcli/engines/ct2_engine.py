@@ -23,7 +23,7 @@ from typing import Optional
 
 from ..errors import TxError
 from ..options import DECODE_PRECISIONS, DecodeOptions, check_choice, lay_over
-from ..tokenizer import BOS, EOS, PAD, SubwordTokenizer
+from ..tokenizer import BOS, EOS, PAD, load_tokenizer
 from ..translation import Hypothesis, token_batches
 from .ct2_export import cached_export, export_info, missing_ctranslate2
 
@@ -83,10 +83,11 @@ class CT2Engine:
                  warnings: list[str]):
         self.translator, self.model_dir, self.info, self.s = translator, model_dir, info, settings
         self.compute_type = compute_type
-        self.src_tok = SubwordTokenizer.load(model_dir / info["tokenizers"]["src"])
-        self.tgt_tok = SubwordTokenizer.load(model_dir / info["tokenizers"]["tgt"])
-        self.src_tokens = [self.src_tok.hf.id_to_token(i) for i in range(self.src_tok.vocab_size)]
-        self.tgt_ids = self.tgt_tok.hf.get_vocab()
+        # either tokenizer kind (a sentencepiece file holds a model per side: each loads its own)
+        self.src_tok = load_tokenizer(model_dir / info["tokenizers"]["src"], "src")
+        self.tgt_tok = load_tokenizer(model_dir / info["tokenizers"]["tgt"], "tgt")
+        self.src_tokens = [self.src_tok.id_to_token(i) for i in range(self.src_tok.vocab_size)]
+        self.tgt_ids = self.tgt_tok.get_vocab()
         self.max_len = info["max_len"]
         self.warning = "\n".join(w for w in warnings if w) or None
 

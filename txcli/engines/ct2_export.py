@@ -132,7 +132,8 @@ def build_spec(config: dict, arrays: dict, src_tokens: list[str], tgt_tokens: li
     from ctranslate2.specs import common_spec, transformer_spec
 
     arch = architecture(config, arrays)
-    activations = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}  # nn.GELU: exact erf
+    activations = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU,  # nn.GELU: exact erf
+                   "silu": common_spec.Activation.SWISH}  # x * sigmoid(x), as nn.SiLU
     if arch["activation"] not in activations:
         raise UsageError(f"activation {arch['activation']!r}: no CTranslate2 equivalent")
     spec = transformer_spec.TransformerSpec.from_config(
@@ -185,10 +186,11 @@ def build_spec(config: dict, arrays: dict, src_tokens: list[str], tgt_tokens: li
 
 
 def _vocabulary(tokenizer_path: Path) -> list[str]:
-    from tokenizers import Tokenizer
+    from ..tokenizer import load_tokenizer
 
-    hf = Tokenizer.from_file(str(tokenizer_path))
-    tokens = [hf.id_to_token(i) for i in range(hf.get_vocab_size())]
+    tok = load_tokenizer(tokenizer_path)  # either kind; ids name the same tokens on both sides
+    by_id = {i: t for t, i in tok.get_vocab().items()}
+    tokens = [by_id.get(i) for i in range(tok.vocab_size)]
     if None in tokens or len(set(tokens)) != len(tokens):
         raise TxError(f"{tokenizer_path}: ids are not one token each; cannot name them for CTranslate2")
     return tokens

@@ -43,15 +43,24 @@ class Corpus(Section):
 
 
 class DataConfig(Section):
-    train: Corpus
-    valid: Corpus
+    # optional only in a run's saved recipe: an imported model (tx import) was trained elsewhere;
+    # load_recipe requires both of every recipe given to train
+    train: Optional[Corpus] = None
+    valid: Optional[Corpus] = None
     test: Optional[Corpus] = None
     max_len: Int = Field(128, ge=2, le=MAX_LEN, description=f"longest pair kept, in subword tokens per side (at most {MAX_LEN})")
 
 
 class TokenizerConfig(Section):
-    kind: Literal["bpe", "unigram", "wordpiece"] = "bpe"
+    kind: Literal["bpe", "unigram", "wordpiece", "sentencepiece"] = "bpe"
     vocab_size: Int = Field(8000, ge=16, le=MAX_VOCAB, description=f"subwords (at most {MAX_VOCAB:,})")
     joint: Bool = True
     min_frequency: Int = Field(2, ge=1, le=MAX_STEPS, description="a subword must occur this often")
     lowercase: Bool = False
+    model: Optional[Path] = Field(None, description="kind sentencepiece: an existing .model file, loaded instead of trained")
+
+    @model_validator(mode="after")
+    def _model_file_kind(self) -> "TokenizerConfig":
+        if self.model is not None and self.kind != "sentencepiece":
+            raise ValueError("model (an existing .model file) needs kind: sentencepiece")
+        return self

@@ -30,6 +30,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
         raise UsageError(_describe(err, path, overrides)) from None
+    for split in ("train", "valid"):
+        if getattr(recipe.data, split) is None:
+            raise UsageError(f"{path}: data.{split}: required key is missing")
     _resolve_paths(recipe, path.resolve().parent, path)
     if check_files:
         _check_files(recipe, path)
@@ -116,6 +119,8 @@ def _resolve_paths(recipe: Recipe, base: Path, origin: Path) -> None:
     recipe.run_dir = resolve(recipe.run_dir)
     if recipe.train.init_from is not None:
         object.__setattr__(recipe.train, "init_from", resolve(recipe.train.init_from))
+    if recipe.tokenizer.model is not None:
+        object.__setattr__(recipe.tokenizer, "model", resolve(recipe.tokenizer.model))
     for corpus in (recipe.data.train, recipe.data.valid, recipe.data.test):
         if corpus is None:
             continue
@@ -137,6 +142,8 @@ def _check_files(recipe: Recipe, path: Path) -> None:
             value = getattr(corpus, attr)
             if value is not None:
                 _check_data_file(value, f"{path}: data.{split}.{attr}")
+    if recipe.tokenizer.model is not None:
+        _check_data_file(recipe.tokenizer.model, f"{path}: tokenizer.model")
     # the first part of run_dir that exists must be a folder, or nothing can be written there
     for part in (recipe.run_dir, *recipe.run_dir.parents):
         if part.exists():

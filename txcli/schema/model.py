@@ -18,8 +18,10 @@ class ModelSection(Section):
     decoder_layers: Int = Field(3, ge=1, le=MAX_LAYERS, description=f"at most {MAX_LAYERS}")
     dropout: Float = Field(0.1, ge=0.0, lt=1.0)
     norm: Literal["pre", "post"] = "pre"
-    activation: Literal["relu", "gelu"] = "relu"
+    activation: Literal["relu", "gelu", "silu"] = "relu"
     tie_embeddings: Bool = True
+    output_bias: Bool = Field(False, description="a bias on the output projection also when tied "
+                                                  "(untied: always); Marian models have one")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> "ModelSection":

@@ -17,7 +17,7 @@ class Recipe(Section):
     name: str
     run_dir: Path
     seed: Int = Field(1, ge=0, le=2**63 - 1)
-    data: DataConfig
+    data: DataConfig = Field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     model: ModelSection = Field(default_factory=ModelSection)
     train: TrainConfig = Field(default_factory=TrainConfig)
