@@ -85,7 +85,7 @@ def test_import_export_import_round_trips_and_transformers_generates_the_same(tm
 
 def test_a_post_norm_sentencepiece_run_trained_by_tx_exports(tmp_path):
     from txcli.commands.train import train
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     torch.set_num_threads(1)
     make_corpus(tmp_path)
@@ -120,7 +120,7 @@ def test_a_post_norm_sentencepiece_run_trained_by_tx_exports(tmp_path):
 
 def test_pre_norm_and_other_tokenizers_are_refused_in_one_line(tmp_path):
     from txcli.commands.train import train
-    from txcli.recipe import load_recipe
+    from txcli.schema import load_recipe
 
     make_corpus(tmp_path)
     (tmp_path / "recipe.yaml").write_text(TINY_RECIPE.format(kind="bpe", joint="true"), encoding="utf-8")

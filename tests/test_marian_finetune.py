@@ -14,8 +14,7 @@ from txcli.schema import load_recipe
 from .conftest import make_corpus, metrics
 from .marian_models import make_marian_dir
 
-pytestmark = [pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses"),
-              pytest.mark.usefixtures("restore_threads")]
+pytestmark = [pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")]
 
 RECIPE = """\
 name: finetune

@@ -117,7 +117,7 @@ def test_search_equals_generate(imported, name, beams):
 
 def test_recipe_and_record(imported):
     hf_dir, run_dir, hf, _ = imported["shared-tied"]
-    from txcli.recipe import read_saved_recipe
+    from txcli.schema import read_saved_recipe
 
     recipe = read_saved_recipe(run_dir / "recipe.yaml")
     m = recipe.model

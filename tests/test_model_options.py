@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from txcli.checkpoint import load_model_state, save_model
 from txcli.errors import UsageError
 from txcli.model import ModelConfig, Seq2SeqTransformer
-from txcli.recipe import ModelSection, load_recipe
+from txcli.schema import ModelSection, load_recipe
 
 V = 19
 

@@ -199,6 +199,24 @@ def test_hostile_yaml_is_refused_fast_in_bounded_memory(tmp_path: Path, name):
     assert "Traceback" not in result.stderr
 
 
+class CountingReads:
+    """A file opened by the code under test, telling `seen(n, data)` about every read."""
+
+    def __init__(self, f, seen):
+        self.f, self.seen = f, seen
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.seen(n, data)
+        return data
+
+
 def test_hostile_yaml_is_refused_with_work_bounded_by_the_file(tmp_path: Path, monkeypatch):
     """The refusal costs work in proportion to the file, never to what its aliases or nesting would
     expand to: counted, not timed (a clock measures the machine's load as much as the code). The
@@ -208,21 +226,6 @@ def test_hostile_yaml_is_refused_with_work_bounded_by_the_file(tmp_path: Path, m
     work = {"bytes": 0, "composed": 0, "visited": 0}
     real_open, real_children, real_compose = open, safe_yaml._children, safe_yaml._BoundedLoader.compose_node
 
-    class Counting:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def read(self, n=-1):
-            data = self.f.read(n)
-            work["bytes"] += len(data)
-            return data
-
     def children(node):
         work["visited"] += 1
         return real_children(node)
@@ -231,7 +234,10 @@ def test_hostile_yaml_is_refused_with_work_bounded_by_the_file(tmp_path: Path, m
         work["composed"] += 1
         return real_compose(self, parent, index)
 
-    monkeypatch.setattr(safe_yaml, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
+    def count_bytes(n, data):
+        work["bytes"] += len(data)
+
+    monkeypatch.setattr(safe_yaml, "open", lambda *a, **k: CountingReads(real_open(*a, **k), count_bytes), raising=False)
     monkeypatch.setattr(safe_yaml, "_children", children)
     monkeypatch.setattr(safe_yaml._BoundedLoader, "compose_node", compose_node)
     for name, (text, needle) in HOSTILE.items():
@@ -298,21 +304,8 @@ def test_a_large_file_is_judged_by_its_head(tiny_recipe: Path, monkeypatch):
     reads = []
     real_open = open
 
-    class Counting:
-        def __init__(self, f):
-            self.f = f
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.f.close()
-
-        def read(self, n=-1):
-            reads.append(n)
-            return self.f.read(n)
-
-    monkeypatch.setattr(loading, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
+    monkeypatch.setattr(loading, "open", lambda *a, **k: CountingReads(real_open(*a, **k), lambda n, data: reads.append(n)),
+                        raising=False)
     (tiny_recipe.parent / "train.src").write_text("\n" * 200_000 + "late text\n")
     load_recipe(tiny_recipe)  # blank for the first 64 KiB, not blank after: accepted, not read whole
     assert reads and all(0 < n <= loading.SNIFF_BYTES for n in reads)

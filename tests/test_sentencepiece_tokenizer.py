@@ -8,7 +8,7 @@ import sentencepiece as spm
 
 from txcli.errors import UsageError
 from txcli.marian import read_config, tokenizers
-from txcli.recipe import load_recipe
+from txcli.schema import load_recipe
 from txcli.sentencepiece_tokenizer import load_model_file
 from txcli.tokenizer import EOS_ID, SPECIALS, load_tokenizer, train_tokenizer
 

@@ -27,7 +27,7 @@ from typing import Iterable, Iterator, Optional
 import sentencepiece as spm
 
 from .errors import UsageError
-from .tokenizer import EOS, PAD, SPECIALS, UNK, UNK_ID
+from .special_tokens import EOS, PAD, SPECIALS, UNK, UNK_ID
 
 FORMAT = "sentencepiece"  # the file's "tx_tokenizer" value
 SIDES = ("src", "tgt")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .. import marian
+from .. import marian, marian_weights
 from ..atomic import write_bytes_atomic, write_dir_atomic, write_json_atomic
 from ..checkpoint import MODEL_FILE
 from ..errors import TxError, UsageError
@@ -53,7 +53,7 @@ def export_huggingface(run_dir: Path, out_dir: Path) -> list[str]:
         raise TxError(f"{run_dir}: {err}") from None
     with torch.no_grad():
         state = {k: v.detach() for k, v in model.state_dict().items()}
-        weights = marian.from_tx_state(state, cfg, src_rows, tgt_rows, joint)
+        weights = marian_weights.from_tx_state(state, cfg, src_rows, tgt_rows, joint)
     pad = len(tgt_vocab) - 1
     config = {
         "model_type": "marian", "architectures": ["MarianMTModel"],

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .. import marian
+from .. import marian, marian_weights
 from ..atomic import write_dir_atomic, write_json_atomic, write_text_atomic
 from ..checkpoint import MODEL_FILE, RECIPE_FILE, save_model, tokenizer_files
 from ..errors import TxError, UsageError
@@ -61,7 +61,7 @@ def import_marian(hf_dir: Path, run_dir: Path) -> ImportSummary:
         decode = marian.decode_defaults(generation, shape, str(generation_path))
         (src_tok, tgt_tok), (src_map, tgt_map) = marian.tokenizers(hf_dir, shape)
         weights_path, weights = marian.read_weights(hf_dir)
-        state = marian.to_tx_state(weights, shape, src_map, tgt_map, str(weights_path))
+        state = marian_weights.to_tx_state(weights, shape, src_map, tgt_map, str(weights_path))
     except ValueError as err:
         raise UsageError(str(err)) from None
     tok_config = _json_or_empty(hf_dir / "tokenizer_config.json")
