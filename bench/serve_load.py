@@ -159,7 +159,8 @@ def main() -> None:
     texts = args.source.read_text(encoding="utf-8").splitlines()[:args.requests]
     if not args.flood_only:
         throughput(args, texts)
-    flood(args, texts)
+    if args.flood > 0:  # --flood 0: the throughput part only
+        flood(args, texts)
 
 
 def throughput(args, texts: list[str]) -> None:
