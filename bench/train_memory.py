@@ -41,7 +41,7 @@ def data_epoch(recipe_path: str, overrides: list[str], queue) -> None:
     recipe = load_recipe(recipe_path, overrides)
     src_tok, tgt_tok = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
     before = rss_mb()
-    stream = BatchStream(lambda: read_pairs(recipe.data.train), src_tok.encode_batch, tgt_tok.encode_batch,
+    stream = BatchStream(lambda: read_pairs(recipe.data.train[0]), src_tok.encode_batch, tgt_tok.encode_batch,
                          max_len=recipe.data.max_len, batch_tokens=recipe.train.batch_tokens, seed=recipe.seed,
                          pool_size=recipe.train.pool_size)
     stats = EpochStats()

@@ -55,7 +55,7 @@ def make_stream(recipe, src_tok, tgt_tok):
     from txcli.batching import BatchStream
     from txcli.data import read_pairs
 
-    return BatchStream(lambda: read_pairs(recipe.data.train), src_tok.encode_batch, tgt_tok.encode_batch,
+    return BatchStream(lambda: read_pairs(recipe.data.train[0]), src_tok.encode_batch, tgt_tok.encode_batch,
                        max_len=recipe.data.max_len, batch_tokens=recipe.train.batch_tokens, seed=recipe.seed,
                        pool_size=recipe.train.pool_size)
 

@@ -14,14 +14,14 @@ from .conftest import ROOT, run_tx
 def test_every_shipped_recipe_is_valid(path: Path):
     recipe = load_recipe(path)
     assert recipe.run_dir.is_absolute()
-    assert recipe.data.train.src is None or recipe.data.train.src.is_file()
+    assert recipe.data.train[0].src is None or recipe.data.train[0].src.is_file()
 
 
 def test_defaults_and_relative_paths(tiny_recipe: Path):
     r = load_recipe(tiny_recipe)
     assert r.run_dir == tiny_recipe.parent / "run"
-    assert r.data.train.src == tiny_recipe.parent / "train.src"
-    assert r.data.train.format == "text"
+    assert r.data.train[0].src == tiny_recipe.parent / "train.src"
+    assert r.data.train[0].format == "text"
     assert r.decode.alpha == 0.6  # a default filled in
     assert r.train.schedule == "inverse_sqrt"
 

@@ -72,10 +72,12 @@ def read_pairs(corpus, replaced: Optional[ReplacedLines] = None) -> Iterator[tup
     return _jsonl_pairs(Path(corpus.path), replaced)
 
 
-def read_side(corpus, side: Optional[str]) -> Iterator[str]:
-    """Stream one side ('src' or 'tgt') of a corpus, or both sides interleaved when side is None."""
-    for src, tgt in read_pairs(corpus):
-        if side in (None, "src"):
-            yield src
-        if side in (None, "tgt"):
-            yield tgt
+def read_side(corpora, side: Optional[str]) -> Iterator[str]:
+    """Stream one side ('src' or 'tgt') of the corpora one after another, or both sides
+    interleaved when side is None."""
+    for corpus in corpora:
+        for src, tgt in read_pairs(corpus):
+            if side in (None, "src"):
+                yield src
+            if side in (None, "tgt"):
+                yield tgt

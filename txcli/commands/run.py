@@ -80,7 +80,7 @@ def train_tokenizers(recipe: Recipe, force: bool = False) -> list[Path]:
                 return load_model_file(cfg.model)
             except (ValueError, OSError) as err:
                 raise UsageError(f"tokenizer.model: {err}") from None
-        return train_tokenizer(read_side(recipe.data.train, side), cfg.kind, cfg.vocab_size,
+        return train_tokenizer(read_side(recipe.data.corpora(), side), cfg.kind, cfg.vocab_size,
                                cfg.min_frequency, cfg.lowercase)
 
     if cfg.joint:

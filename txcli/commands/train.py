@@ -88,7 +88,7 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     train_model = _wrap_ddp(model, device, dist)
     torch.manual_seed(recipe.seed * 1000 + dist.rank)  # dropout differs between ranks
 
-    stream = BatchStream(lambda: read_pairs(recipe.data.train), src_tok.encode_batch, tgt_tok.encode_batch,
+    stream = BatchStream(lambda: read_pairs(recipe.data.train[0]), src_tok.encode_batch, tgt_tok.encode_batch,
                          max_len=recipe.data.max_len, batch_tokens=cfg.batch_tokens, seed=recipe.seed,
                          pool_size=cfg.pool_size, rank=dist.rank, world_size=dist.world_size)
     validator = _validator(recipe, src_tok, tgt_tok, device) if dist.is_main else None

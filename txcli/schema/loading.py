@@ -29,7 +29,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = (), c
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
-        raise UsageError(_describe(err, path, overrides)) from None
+        data = raw.get("data") if isinstance(raw, dict) else None
+        single = not isinstance(data, dict) or not isinstance(data.get("train"), list)
+        raise UsageError(_describe(err, path, overrides, single)) from None
     for split in ("train", "valid"):
         if getattr(recipe.data, split) is None:
             raise UsageError(f"{path}: data.{split}: required key is missing")
@@ -121,7 +123,9 @@ def _resolve_paths(recipe: Recipe, base: Path, origin: Path) -> None:
         object.__setattr__(recipe.train, "init_from", resolve(recipe.train.init_from))
     if recipe.tokenizer.model is not None:
         object.__setattr__(recipe.tokenizer, "model", resolve(recipe.tokenizer.model))
-    for corpus in (recipe.data.train, recipe.data.valid, recipe.data.test):
+    if recipe.data.prepared is not None:
+        object.__setattr__(recipe.data, "prepared", resolve(recipe.data.prepared))
+    for corpus in [*(recipe.data.train or []), recipe.data.valid, recipe.data.test]:
         if corpus is None:
             continue
         for attr in ("src", "tgt", "path"):
@@ -134,8 +138,9 @@ SNIFF_BYTES = 64 * 1024  # a data file is judged by its head, never read whole h
 
 
 def _check_files(recipe: Recipe, path: Path) -> None:
-    for split in ("train", "valid", "test"):
-        corpus = getattr(recipe.data, split)
+    train = recipe.data.train or []
+    named = [(f"train.{i}" if len(train) > 1 else "train", c) for i, c in enumerate(train)]
+    for split, corpus in named + [("valid", recipe.data.valid), ("test", recipe.data.test)]:
         if corpus is None:
             continue
         for attr in ("src", "tgt", "path"):
@@ -174,10 +179,12 @@ def _check_data_file(file: Path, where: str) -> None:
 # error messages
 
 
-def _describe(err: ValidationError, path: Path, overrides) -> str:
+def _describe(err: ValidationError, path: Path, overrides, single_train: bool = True) -> str:
     """The first validation error as one line: file, dotted key, what is wrong."""
     first = err.errors()[0]
     loc = [str(p) for p in first["loc"]]
+    if loc[:3] == ["data", "train", "0"] and single_train:  # written as one corpus, not a list
+        del loc[2]
     key = ".".join(loc) or "(top level)"
     origin = " (from --set)" if any(o.split("=", 1)[0].strip() == key for o in overrides) else ""
     kind = first["type"]
@@ -220,6 +227,8 @@ def _field_info(loc: list[str]):
     model: Any = Recipe
     info = None
     for part in loc:
+        if part.isdigit():  # an item of a list (data.train's corpora)
+            continue
         if model is None or part not in model.model_fields:
             return None
         info = model.model_fields[part]
@@ -230,6 +239,8 @@ def _field_info(loc: list[str]):
 def _known_keys(loc: list[str]) -> list[str]:
     model: Any = Recipe
     for part in loc:
+        if part.isdigit():
+            continue
         field = model.model_fields.get(part)
         if field is None:
             return []

@@ -27,6 +27,13 @@ class Recipe(Section):
     def _cross_checks(self) -> "Recipe":
         if self.train.precision == "fp16" and self.train.device == "cpu":
             raise ValueError("train.precision fp16 needs CUDA; use bf16 on a CPU")
+        sampling, kind = self.data.sampling, self.tokenizer.kind
+        if sampling is not None and sampling.dropout is not None and kind != "bpe":
+            raise ValueError(f"data.sampling.dropout is BPE-dropout and needs tokenizer.kind bpe (not {kind}); "
+                             "a sentencepiece tokenizer samples with data.sampling.alpha")
+        if sampling is not None and sampling.alpha is not None and kind != "sentencepiece":
+            raise ValueError(f"data.sampling.alpha needs tokenizer.kind sentencepiece (not {kind}); "
+                             "a bpe tokenizer samples with data.sampling.dropout")
         return self
 
     def to_plain(self) -> dict:
