@@ -1,24 +1,113 @@
 """Parallel text: read as a stream of (source, target) pairs.
 
 Three layouts: two aligned plain-text files (one sentence a line), one TSV file (src<TAB>tgt),
-one JSONL file ({"src": ..., "tgt": ...}). Reading is line by line, so a corpus need not fit in
-memory. Mistakes in the data name the file and the line.
+one JSONL file ({"src": ..., "tgt": ...}). Each file may be compressed, gzip (.gz) or zstd
+(.zst), and is then decompressed as it is read. Reading is line by line, so a corpus need not
+fit in memory. Mistakes in the data name the file and the line.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import zlib
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 
 from .errors import UsageError
-from .streams import ReplacedLines, numbered_lines
+from .streams import ReplacedLines, numbered_stream
+
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd"}  # by the file name's last suffix (as schema.data.COMPRESSED)
+
+
+def compression(path: Path | str) -> Optional[str]:
+    """'gzip', 'zstd' or None (plain), from the file name."""
+    return COMPRESSIONS.get(Path(path).suffix.lower())
+
+
+def open_text(path: Path | str) -> BinaryIO:
+    """The file's bytes, decompressed when its name ends in .gz or .zst: a binary file object to
+    read lines from (and to close)."""
+    kind = compression(path)
+    if kind == "gzip":  # buffered again: iterating GzipFile itself costs a Python call a line
+        return io.BufferedReader(gzip.GzipFile(path, "rb"), buffer_size=1 << 16)
+    if kind == "zstd":
+        return io.BufferedReader(_ZstdFrames(path), buffer_size=1 << 16)
+    return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a zstd file of one frame or several (files joined with cat). A
+    file that ends inside a frame raises EOFError: zstandard's own stream_reader would end there
+    quietly, and a truncated corpus would pass for a shorter one."""
+
+    def __init__(self, path):
+        try:
+            import zstandard
+        except ImportError:
+            raise UsageError(f"{path}: reading zstd files needs the zstandard package (pip install zstandard)") from None
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = None
+        self._out, self._at = b"", 0
+        self._file = open(path, "rb")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._at == len(self._out):
+            chunk = self._file.read(1 << 16)
+            if not chunk:
+                if self._frame is not None and not self._frame.eof:
+                    raise EOFError("the file ends inside a zstd frame (truncated)")
+                return 0
+            self._out, self._at = self._decompress(chunk), 0
+        n = min(len(buffer), len(self._out) - self._at)
+        buffer[:n] = self._out[self._at:self._at + n]
+        self._at += n
+        return n
+
+    def _decompress(self, chunk: bytes) -> bytes:
+        parts = []
+        while chunk:
+            if self._frame is None or self._frame.eof:  # the next frame
+                self._frame = self._dctx.decompressobj()
+            parts.append(self._frame.decompress(chunk))
+            chunk = self._frame.unused_data if self._frame.eof else b""
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _damaged_errors() -> tuple:
+    """What a damaged or truncated compressed file raises while it is read."""
+    errors = [OSError, EOFError, zlib.error]  # gzip.BadGzipFile is an OSError
+    try:
+        import zstandard
+
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
 
 
 def _lines(path: Path, replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[int, str]]:
     """(line number, text without the newline); invalid UTF-8 names the line (or, with
-    `replaced`, is replaced and counted)."""
-    return numbered_lines(path, replaced=replaced)
+    `replaced`, is replaced and counted), and so does damaged compressed data."""
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found")
+    number = 0
+    with open_text(path) as f:
+        try:
+            for number, text in numbered_stream(f, str(path), replaced):
+                yield number, text
+        except _damaged_errors() as err:
+            what = compression(path) or "file"
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise UsageError(f"{path}: line {number + 1}: cannot read the {what} data ({reason})") from None
 
 
 def _count_rest(lines: Iterator, seen: int) -> int:

@@ -117,15 +117,17 @@ def numbered_lines(path: Path | str, stdin: Optional[BinaryIO] = None,
     """(1-based line number, text without the line end) of a file, or of stdin for '-'.
     Invalid UTF-8 names the file and line (with `replaced`: is replaced and counted)."""
     if str(path) == "-":
-        yield from _numbered(stdin, "<stdin>", replaced)
+        yield from numbered_stream(stdin, "<stdin>", replaced)
         return
     if not Path(path).is_file():
         raise UsageError(f"{path}: file not found")
     with open(path, "rb") as f:
-        yield from _numbered(f, str(path), replaced)
+        yield from numbered_stream(f, str(path), replaced)
 
 
-def _numbered(stream: Iterable[bytes], name: str, replaced: Optional[ReplacedLines]) -> Iterator[tuple[int, str]]:
+def numbered_stream(stream: Iterable[bytes], name: str,
+                    replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[int, str]]:
+    """numbered_lines over an open binary stream (a decompressing one too), named `name` in errors."""
     for number, raw in enumerate(stream, start=1):
         if replaced is not None:
             yield number, replaced.decode(raw, name).rstrip("\r\n")
