@@ -71,17 +71,19 @@ def train_tokenizers(recipe: Recipe, force: bool = False) -> list[Path]:
                          "(use --force to replace it anyway, or a new run_dir)")
     cfg = recipe.tokenizer
     src_path, tgt_path = tokenizer_files(run_dir, cfg.joint)
+    all_tags = corpus_tags(recipe)
 
     def train(side):
+        tags = all_tags if side in (None, "src") else []  # tags go before source lines only
         if cfg.model is not None:  # an existing sentencepiece model: loaded, not trained
             from ..sentencepiece_tokenizer import load_model_file
 
             try:
-                return load_model_file(cfg.model)
+                return load_model_file(cfg.model, tags)
             except (ValueError, OSError) as err:
                 raise UsageError(f"tokenizer.model: {err}") from None
         return train_tokenizer(read_side(recipe.data.corpora(), side), cfg.kind, cfg.vocab_size,
-                               cfg.min_frequency, cfg.lowercase)
+                               cfg.min_frequency, cfg.lowercase, tags)
 
     if cfg.joint:
         train(None).save(src_path)
@@ -89,6 +91,11 @@ def train_tokenizers(recipe: Recipe, force: bool = False) -> list[Path]:
     train("src").save(src_path)
     train("tgt").save(tgt_path)
     return [src_path, tgt_path]
+
+
+def corpus_tags(recipe: Recipe) -> list[str]:
+    """The training corpora's tags, each once, in recipe order: the tokens a trained tokenizer adds."""
+    return list(dict.fromkeys(c.tag for c in recipe.data.corpora() if c.tag))
 
 
 def load_tokenizers(run_dir: Path, joint: bool) -> tuple[SubwordTokenizer, SubwordTokenizer]:
