@@ -37,17 +37,19 @@ class FilterCounts:
     """What the filters did to one corpus: pairs read, kept, dropped per filter name, and the
     first few pairs each filter dropped."""
 
-    def __init__(self, read: int = 0, kept: int = 0, dropped: Optional[dict[str, int]] = None):
+    def __init__(self, read: int = 0, kept: int = 0, dropped: Optional[dict[str, int]] = None,
+                 max_examples: int = EXAMPLES):
         self.read, self.kept = read, kept
         self.dropped: dict[str, int] = dict(dropped or {})
         self.examples: dict[str, list[tuple[str, str]]] = {}
+        self.max_examples = max_examples
 
     def drop(self, name: str, src: str, tgt: str) -> None:
         if name not in FILTER_NAMES:
             raise ValueError(f"unknown filter name {name!r}")
         self.dropped[name] = self.dropped.get(name, 0) + 1
         shown = self.examples.setdefault(name, [])
-        if len(shown) < EXAMPLES:
+        if len(shown) < self.max_examples:
             shown.append((src[:EXAMPLE_CHARS], tgt[:EXAMPLE_CHARS]))
 
     def add(self, other: "FilterCounts") -> None:
@@ -57,7 +59,7 @@ class FilterCounts:
             self.dropped[name] = self.dropped.get(name, 0) + n
         for name, pairs in other.examples.items():
             shown = self.examples.setdefault(name, [])
-            shown.extend(pairs[: EXAMPLES - len(shown)])
+            shown.extend(pairs[: max(0, self.max_examples - len(shown))])
 
     def to_dict(self) -> dict:
         """{"read", "kept", "dropped": {name: n}}: the filters that dropped something, in report order."""

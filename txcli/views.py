@@ -160,3 +160,51 @@ def evaluation_table(out: Console, result: dict) -> None:
     table.add_row("chrF", f"{result['chrf']:.2f}", escape(result["chrf_signature"]))
     out.print(table)
     out.print(f"{result['sentences']} sentences; {escape(result['bleu_detail'])}", highlight=False)
+
+
+def data_table(out: Console, report: dict) -> None:
+    """`tx data` (commands.data_report.DataReport.to_dict()): a row per corpus, then what each
+    filter dropped with examples, then the cost of padding."""
+    sample = f" (the first {report['sample']:,} pairs of each)" if report["sample"] else ""
+    table = Table(title=f"training corpora{sample}", title_justify="left")
+    for name in ("corpus", "weight", "read", "kept", "share", "passes/epoch"):
+        table.add_column(name, justify="left" if name == "corpus" else "right")
+    lengths = Table(title="subwords per pair kept: p50 / p90 / p99 / max", title_justify="left")
+    for name in ("corpus", "source", "target"):
+        lengths.add_column(name, justify="left" if name == "corpus" else "right")
+    for c in report["corpora"]:
+        name = escape(c["name"] + (f" {c['tag']}" if c["tag"] else ""))
+        table.add_row(name, f"{c['weight']:g}", f"{c['read']:,}", f"{c['kept']:,} ({_share(c['kept'], c['read'])})",
+                      f"{c['share']:.1%}", f"{c['epoch_passes']:.2f}")
+        lengths.add_row(name, _lengths(c["lengths"]["src"]), _lengths(c["lengths"]["tgt"]))
+    out.print(table)
+    out.print(lengths)
+    for c in report["corpora"]:
+        if not c["dropped"]:
+            continue
+        out.print(f"[bold]{escape(c['name'])}[/]: dropped")
+        for name, n in c["dropped"].items():
+            out.print(f"  {name}: {n:,} ({_share(n, c['read'])})", highlight=False)
+            for src, tgt in c["examples"].get(name, []):
+                out.print(f"    [dim]{escape(_shown(src))} ||| {escape(_shown(tgt))}[/]", highlight=False)
+    b = report["batching"]
+    if b["batches"]:
+        out.print(f"batching: a pool of {b['pool_pairs']:,} pairs makes {b['batches']:,} batches of at most "
+                  f"{b['batch_tokens']:,} tokens ({b['pairs_per_batch']:.1f} pairs each); "
+                  f"padding takes {b['padding']:.1%} of the batch cells", highlight=False)
+    if report["trained_tokenizer"]:
+        out.print("[dim]the tokenizer was trained into the run directory (tx train will use it)[/]")
+
+
+def _share(n: int, total: int) -> str:
+    return f"{n / total:.1%}" if total else "-"
+
+
+def _lengths(lengths: dict) -> str:
+    return " / ".join(str(lengths[k]) for k in ("p50", "p90", "p99", "max")) if lengths else "-"
+
+
+def _shown(text: str, width: int = 60) -> str:
+    """An example side on one line: control characters visible, long text cut."""
+    text = repr(text)[1:-1] if not text.isprintable() else text
+    return text if len(text) <= width else text[: width - 1] + "…"
