@@ -132,7 +132,7 @@ def test_a_tag_the_tokenizer_lacks_is_named(tmp_path: Path):
 
 
 def test_padding_is_the_share_of_padded_cells():
-    from txcli.commands.data_report import CorpusReport, _batching, corpus_shares
+    from txcli.commands.data_report import CorpusReport, _batching, fill_shares
     from txcli.filters import FilterCounts
 
     def corpus(name, lengths, tag=None):
@@ -140,12 +140,12 @@ def test_padding_is_the_share_of_padded_cells():
         return CorpusReport(name, [], 1.0, tag, FilterCounts(read=len(a), kept=len(a)), a, a.copy())
 
     even = [corpus("a", [4] * 50 + [9] * 50)]
-    corpus_shares(even)
+    fill_shares(even)
     assert _batching(even, 1000, 10**6, 0).padding == 0.25  # one batch: each row 10+10 cells, 15 real on average
     cut = _batching(even, 1000, 500, 0)  # sorted by length: 50 rows of width 5, then 50 of 10, never mixed
     assert cut.padding == 0.0 and cut.pool_pairs == 100
     tagged = [corpus("a", [4] * 20), corpus("b", [4] * 20, tag="<bt>")]
-    corpus_shares(tagged)
+    fill_shares(tagged)
     # one batch: 40 rows of 5 + 6 source cells (the tag) and 5 target cells; 20 of them 1 cell short
     assert _batching(tagged, 1000, 10**6, 0).padding == pytest.approx(20 / (40 * 11))
     assert _batching(tagged, 10, 10**6, 0).pool_pairs == 10  # a pool is pool_size pairs at most

@@ -99,7 +99,7 @@ def data_report(recipe: Recipe, examples: int = EXAMPLES, sample: Optional[int] 
                                         lambda n, name=corpus.name: progress(f"{name}: {n:,} pairs read"))
         reports.append(CorpusReport(corpus.name, [str(p) for p in corpus.files()], corpus.weight, corpus.tag,
                                     counts, src_len, tgt_len))
-    corpus_shares(reports)
+    fill_shares(reports)
     batching = _batching(reports, recipe.train.pool_size, recipe.train.batch_tokens, recipe.seed)
     return DataReport(reports, batching, sample, trained, examples)
 
@@ -130,7 +130,7 @@ def _read_corpus(corpus, filters: PairFilters, src_tok, tgt_tok, counts: FilterC
             np.concatenate(tgt_lengths) if tgt_lengths else empty)
 
 
-def corpus_shares(reports: list[CorpusReport]) -> None:
+def fill_shares(reports: list[CorpusReport]) -> None:
     """Each corpus's share of the training pairs and its passes per epoch. The mixture gives
     corpus c pool slots in proportion to its weight w_c; the filters then keep kept_c/read_c of
     them, so its share of the pairs trained on is w_c * kept_c/read_c, normalised over the
