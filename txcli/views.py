@@ -160,3 +160,15 @@ def evaluation_table(out: Console, result: dict) -> None:
     table.add_row("chrF", f"{result['chrf']:.2f}", escape(result["chrf_signature"]))
     out.print(table)
     out.print(f"{result['sentences']} sentences; {escape(result['bleu_detail'])}", highlight=False)
+
+
+def prepare_table(out: Console, result) -> None:
+    """tx prepare: per corpus, pairs read and kept, what each filter dropped, speed, cache size."""
+    table = Table("corpus", "read", "kept", "dropped", "pairs/s", "cache", title=f"tx prepare: {result.directory}",
+                  title_justify="left")
+    for c in result.corpora:
+        dropped = ", ".join(f"{name} {n:,}" for name, n in sorted(c.counts.dropped.items(), key=lambda kv: -kv[1]) if n)
+        speed = f"{c.counts.read / c.seconds:,.0f}" if c.seconds > 0 else "-"
+        table.add_row(escape(c.name), f"{c.counts.read:,}", f"{c.counts.kept:,}", escape(dropped) or "none", speed,
+                      f"{c.bytes / 1e6:,.1f} MB")
+    out.print(table)
