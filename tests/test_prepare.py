@@ -345,6 +345,17 @@ def test_a_half_written_cache_never_opens(folder: Path):
     assert len(open_cache(recipe).corpora[0]) == 200
 
 
+def test_a_bad_corpus_is_one_line_naming_it_and_leaves_no_cache(folder: Path):
+    from txcli.commands.prepare import prepare
+
+    recipe = load(make_recipe(folder))
+    with_tag(recipe)
+    (folder / "bt.tsv").write_text("a\tb\n" * 20000 + "no tab here\n", encoding="utf-8")  # the bad line in a later chunk
+    with pytest.raises(UsageError, match=f"^{folder / 'bt.tsv'}: line 20001: expected 'source<TAB>target'"):
+        prepare(recipe)
+    assert not (recipe.run_dir / "prepared").exists() and not list(recipe.run_dir.glob(".prepared*"))
+
+
 def test_duplicates_are_found_across_chunks():
     from txcli.corpus_encoder import SeenHashes
     from txcli.prepared import duplicate_mask

@@ -52,6 +52,15 @@ def _lengths(ids: list[list[int]]) -> np.ndarray:
     return np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
 
 
+def batch_ids(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """tokenizer.encode_batch; for a Hugging Face tokenizer the same ids through encode_batch_fast,
+    which skips the character offsets nothing here reads."""
+    hf = getattr(tokenizer, "hf", None)
+    if hf is not None and hasattr(hf, "encode_batch_fast"):
+        return lambda texts: [e.ids for e in hf.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer.encode_batch
+
+
 def token_reasons(filters: PairFilters, src_len: np.ndarray, tgt_len: np.ndarray) -> list[Optional[str]]:
     """Per pair, the token filter dropping it (or None), asking `filters` once per distinct pair
     of lengths: its answer depends on the lengths only."""
