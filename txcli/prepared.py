@@ -23,7 +23,6 @@ changed), tokenizer files by their SHA-256, filters, tags and max_len by value.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -39,10 +38,9 @@ import numpy as np
 from ._prepare_standin import FilterCounts, PairFilters, duplicate_mask, pair_hash, tag_id  # noqa: F401
 from .atomic import read_json, write_dir_atomic, write_json_atomic
 from .errors import TxError, UsageError
-from .prepared_manifest import FORMAT, check_manifest, stale_reason
+from .prepared_manifest import FORMAT, check_manifest, file_sha256, manifest_for, recipe_facts, stale_reason  # noqa: F401 (part of this API)
 
 MANIFEST = "manifest.json"
-HASH_BLOCK = 1 << 22  # bytes per read when hashing a source file
 RERUN = "rerun tx prepare"
 
 
@@ -66,57 +64,6 @@ class CorpusSource(Protocol):
     counts: FilterCounts
 
     def chunks(self) -> Iterator[EncodedChunk]: ...
-
-
-# --------------------------------------------------------------------------- the facts a cache is built from
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_fact(path: Path, hashed: bool) -> dict:
-    """Path, size and modification time of a file (and its SHA-256 when `hashed`). Taken before
-    the file is read, so a change while tx prepare reads it shows as a changed time later."""
-    path = Path(path)
-    try:
-        st = path.stat()
-    except OSError as err:
-        raise UsageError(f"{path}: cannot read ({err.strerror})") from None
-    fact = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    if hashed:
-        fact["sha256"] = file_sha256(path)
-    return fact
-
-
-def recipe_facts(data, tokenizer_paths: tuple[Path, Path], vocab: tuple[int, int]) -> dict:
-    """What decides a cache's content, from a recipe's `data` section (read by attribute, so this
-    core module needs no schema) and the run's tokenizer files and vocabulary sizes. A corpus's
-    weight is not here: it decides how often pairs are drawn, not what the cache holds."""
-    corpora = []
-    for c in data.corpora():
-        own = sorted(c.filters.model_fields_set) if c.filters is not None else []
-        files = {"path": c.path} if c.path is not None else {"src": c.src, "tgt": c.tgt}
-        corpora.append({"name": c.name, "format": c.format, "files": files, "tag": c.tag,
-                        "filters": data.filters_of(c).model_dump(mode="json"), "own_filters": own})
-    return {"corpora": corpora, "max_len": data.max_len, "text": data.sampling is not None,
-            "tokenizers": {"src": tokenizer_paths[0], "tgt": tokenizer_paths[1]},
-            "vocab": {"src": vocab[0], "tgt": vocab[1]}}
-
-
-def manifest_for(facts: dict, hash_sources: bool = True) -> dict:
-    """The `built_from` part of a manifest: `facts` with every file's size, time and SHA-256
-    (tokenizer files always hashed: they are small; source files only when hash_sources, which
-    tx prepare sets and a reader leaves off, letting open_prepared hash only a touched file)."""
-    corpora = [{**c, "files": {k: file_fact(p, hash_sources) for k, p in c["files"].items()}}
-               for c in facts["corpora"]]
-    tokenizers = {side: file_fact(p, True) for side, p in facts["tokenizers"].items()}
-    return {"corpora": corpora, "max_len": facts["max_len"], "text": bool(facts["text"]),
-            "tokenizers": tokenizers, "vocab": dict(facts["vocab"])}
 
 
 # --------------------------------------------------------------------------- writing

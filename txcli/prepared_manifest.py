@@ -1,17 +1,71 @@
-"""The manifest of a `tx prepare` cache (txcli/prepared.py): its shape checked before anything in it
+"""The manifest of a `tx prepare` cache (txcli/prepared.py): what the cache is built from (the
+recipe's facts, files with size, time and SHA-256), its shape checked before anything in it
 is trusted (a damaged or hand-edited manifest must not name files outside the cache or arrays of
 an impossible size), and the comparison of what a cache was built from with what a recipe asks
 for now, which names the first thing that differs."""
 
 from __future__ import annotations
 
+import hashlib
 import re
+from pathlib import Path
 from typing import Callable, Optional
+
+from .errors import UsageError
 
 FORMAT = 1
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 SIDE_ARRAYS = {"ids": None, "offsets": "<i8", "text": "|u1", "text_offsets": "<i8"}  # None: the id dtype
 ID_DTYPES = ("<u2", "<i4")
+HASH_BLOCK = 1 << 22  # bytes per read when hashing a source file
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_fact(path: Path, hashed: bool) -> dict:
+    """Path, size and modification time of a file (and its SHA-256 when `hashed`). Taken before
+    the file is read, so a change while tx prepare reads it shows as a changed time later."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read ({err.strerror})") from None
+    fact = {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if hashed:
+        fact["sha256"] = file_sha256(path)
+    return fact
+
+
+def recipe_facts(data, tokenizer_paths: tuple[Path, Path], vocab: tuple[int, int]) -> dict:
+    """What decides a cache's content, from a recipe's `data` section (read by attribute, so this
+    core module needs no schema) and the run's tokenizer files and vocabulary sizes. A corpus's
+    weight is not here: it decides how often pairs are drawn, not what the cache holds."""
+    corpora = []
+    for c in data.corpora():
+        own = sorted(c.filters.model_fields_set) if c.filters is not None else []
+        files = {"path": c.path} if c.path is not None else {"src": c.src, "tgt": c.tgt}
+        corpora.append({"name": c.name, "format": c.format, "files": files, "tag": c.tag,
+                        "filters": data.filters_of(c).model_dump(mode="json"), "own_filters": own})
+    return {"corpora": corpora, "max_len": data.max_len, "text": data.sampling is not None,
+            "tokenizers": {"src": tokenizer_paths[0], "tgt": tokenizer_paths[1]},
+            "vocab": {"src": vocab[0], "tgt": vocab[1]}}
+
+
+def manifest_for(facts: dict, hash_sources: bool = True) -> dict:
+    """The `built_from` part of a manifest: `facts` with every file's size, time and SHA-256
+    (tokenizer files always hashed: they are small; source files only when hash_sources, which
+    tx prepare sets and a reader leaves off, letting open_prepared hash only a touched file)."""
+    corpora = [{**c, "files": {k: file_fact(p, hash_sources) for k, p in c["files"].items()}}
+               for c in facts["corpora"]]
+    tokenizers = {side: file_fact(p, True) for side, p in facts["tokenizers"].items()}
+    return {"corpora": corpora, "max_len": facts["max_len"], "text": bool(facts["text"]),
+            "tokenizers": tokenizers, "vocab": dict(facts["vocab"])}
 
 
 class _Bad(ValueError):
