@@ -208,3 +208,13 @@ def _shown(text: str, width: int = 60) -> str:
     """An example side on one line: control characters visible, long text cut."""
     text = repr(text)[1:-1] if not text.isprintable() else text
     return text if len(text) <= width else text[: width - 1] + "…"
+def prepare_table(out: Console, result) -> None:
+    """tx prepare: per corpus, pairs read and kept, what each filter dropped, speed, cache size."""
+    table = Table("corpus", "read", "kept", "dropped", "pairs/s", "cache", title=f"tx prepare: {result.directory}",
+                  title_justify="left")
+    for c in result.corpora:
+        dropped = ", ".join(f"{name} {n:,}" for name, n in sorted(c.counts.dropped.items(), key=lambda kv: -kv[1]) if n)
+        speed = f"{c.counts.read / c.seconds:,.0f}" if c.seconds > 0 else "-"
+        table.add_row(escape(c.name), f"{c.counts.read:,}", f"{c.counts.kept:,}", escape(dropped) or "none", speed,
+                      f"{c.bytes / 1e6:,.1f} MB")
+    out.print(table)

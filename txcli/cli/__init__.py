@@ -6,7 +6,7 @@ command bodies, so `tx --help` answers at once. Errors a user can cause become o
 and a non-zero exit: 2 for a usage or recipe mistake, 1 for a failure at run time.
 `tx --help` lists the commands in the order of the work (WORK_ORDER).
 
-One module per group of commands: train.py (recipe check, train-tokenizer, train, average), data.py (data),
+One module per group of commands: train.py (recipe check, train-tokenizer, prepare, train, average), data.py (data),
 pretrained.py (import), export.py, decode.py (translate, score, evaluate), look.py (attention-dump,
 inspect), serve.py;
 what they share is in common.py. Every command is registered below, in one place.
@@ -20,7 +20,7 @@ from typer.core import TyperGroup
 from . import data, decode, export, look, pretrained, serve, train
 from .common import out
 
-WORK_ORDER = ("recipe", "data", "train-tokenizer", "train", "import", "average", "export", "translate", "score", "evaluate",
+WORK_ORDER = ("recipe", "data", "train-tokenizer", "prepare", "train", "import", "average", "export", "translate", "score", "evaluate",
               "attention-dump", "inspect", "serve")
 
 
@@ -67,6 +67,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
 recipe_app.command("check")(train.recipe_check)
 app.command("data")(data.data)
 app.command("train-tokenizer")(train.train_tokenizer)
+app.command("prepare")(train.prepare)
 app.command("train")(train.train)
 import_app.command("marian")(pretrained.import_marian)
 app.command("average")(train.average)

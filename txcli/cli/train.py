@@ -1,4 +1,4 @@
-"""Commands that make a model: `tx recipe check`, `tx train-tokenizer`, `tx train`, `tx average`."""
+"""Commands that make a model: `tx recipe check`, `tx train-tokenizer`, `tx prepare`, `tx train`, `tx average`."""
 
 from __future__ import annotations
 
@@ -50,6 +50,40 @@ def train_tokenizer(
     for path in written:
         err.print(f"wrote {path}")
     err.print(f"vocabulary: source {src_tok.vocab_size}, target {tgt_tok.vocab_size}")
+
+
+@user_errors
+def prepare(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    set_: Optional[List[str]] = SetOption,
+    force: bool = typer.Option(False, "--force", help="Rebuild the cache even if it is current."),
+):
+    """Filter and tokenize the training data once into a memory-mapped cache that `tx train` reads
+    (data.prepared, or RUN_DIR/prepared); trains the tokenizer first if the run has none.
+
+    A cache records the source files, tokenizer and filters it was built from: tx train refuses it
+    once any of them changes, and tx prepare rebuilds it.
+    """
+    from ..commands.prepare import prepare as run_prepare
+    from ..views import prepare_table
+
+    r = load(recipe, set_)
+    with err.status("preparing") as status:
+        result = run_prepare(r, force=force, on_corpus=lambda name: status.update(f"preparing corpus {name}"),
+                             on_tokenizer=lambda: status.update(f"training {r.tokenizer.kind} tokenizer "
+                                                                f"({r.tokenizer.vocab_size} subwords)"))
+    if result.tokenizer_trained:
+        err.print(f"trained the tokenizer into {escape(str(r.run_dir))}")
+    if result.leftovers:
+        err.print(f"removed {result.leftovers} half-written cache(s) a killed tx prepare left behind")
+    prepare_table(out, result)
+    size = f"{result.bytes / 1e6:,.1f} MB"
+    if not result.built:
+        err.print(f"{escape(str(result.directory))} is current ({size}); --force rebuilds it")
+        return
+    if result.rebuilt_because:
+        err.print(f"rebuilt: {escape(result.rebuilt_because)}")
+    err.print(f"wrote {escape(str(result.directory))} ({size}) in {result.seconds:.1f} s")
 
 
 @user_errors
