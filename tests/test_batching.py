@@ -253,7 +253,7 @@ class FakePrepared:
         src = [np.array([tag, ID0 + i] + [5] * (i % 4), np.int32) for i in range(first, first + n)]
         tgt = [np.array([6] * (1 + i % 3), np.int32) for i in range(n)]
         self.pairs = EncodedPairs(src, tgt)
-        self.counts = FilterCounts(read=n + 3, kept=n, dropped={"empty": 3})
+        self.counts = FilterCounts.from_dict({"read": n + 3, "kept": n, "dropped": {"empty": 3}})
 
     def __len__(self):
         return len(self.pairs)

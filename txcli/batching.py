@@ -220,7 +220,7 @@ class EpochStats:
             part = vector[2 + k * width: 2 + (k + 1) * width]
             dropped = {f: int(n) for f, n in zip(FILTER_NAMES, part[2:]) if n}
             self.counts.setdefault(name, FilterCounts()).add(FilterCounts.from_dict(
-                {"read": part[0], "kept": part[1], "dropped": dropped}))
+                {"read": int(part[0]), "kept": int(part[1]), "dropped": dropped}))
 
 
 def pool_vector(names: list[str], counts: dict, tokens: int, padded: int) -> list[float]:

@@ -145,9 +145,8 @@ class TextPools(_Pools):
         encoded, row, reason = self._kept[c]
         codes = reason[index]
         mask = codes == KEPT
-        counts = FilterCounts(read=len(index), kept=int(mask.sum()))
-        for code, n in zip(*np.unique(codes[~mask], return_counts=True)):
-            counts.dropped[FILTER_NAMES[code]] = int(n)
+        dropped = {FILTER_NAMES[code]: int(n) for code, n in zip(*np.unique(codes[~mask], return_counts=True))}
+        counts = FilterCounts.from_dict({"read": len(index), "kept": int(mask.sum()), "dropped": dropped})
         return encoded.take(row[index][mask]), mask, counts
 
     def close(self) -> None:
@@ -173,7 +172,7 @@ class PreparedPools(_Pools):
     def _part(self, c: int, index: np.ndarray) -> tuple[EncodedPairs, np.ndarray, FilterCounts]:
         corpus = self.corpora[c]
         if self.encoders is None:
-            return corpus.take(index), np.ones(len(index), dtype=bool), FilterCounts(read=len(index), kept=len(index))
+            return corpus.take(index), np.ones(len(index), dtype=bool), FilterCounts.from_dict({"read": len(index), "kept": len(index), "dropped": {}})
         counts = FilterCounts()
         encoded, codes = encode_texts(corpus.texts(index), *self.encoders, self.filters[c], self.tags[c], counts,
                                       text_filters=False)
