@@ -35,7 +35,7 @@ def rss_mb() -> float:
 def data_epoch(recipe_path: str, overrides: list[str], queue) -> None:
     from txcli.batching import EpochStats
     from txcli.commands.run import load_tokenizers
-    from txcli.commands.train import training_stream
+    from txcli.commands.train_data import training_stream
     from txcli.schema import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)

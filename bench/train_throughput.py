@@ -52,7 +52,7 @@ def load(recipe_path: str, overrides: list[str], run_dir: str):
 
 
 def make_stream(recipe, src_tok, tgt_tok):
-    from txcli.commands.train import training_stream
+    from txcli.commands.train_data import training_stream
 
     return training_stream(recipe, src_tok, tgt_tok)
 

@@ -175,7 +175,7 @@ def test_subword_sampling_tokenizes_a_one_pool_corpus_every_epoch(tmp_path: Path
 
 def test_bpe_dropout_changes_the_segmentation_between_epochs(tiny_recipe: Path):
     from txcli.commands.run import load_tokenizers, train_tokenizers
-    from txcli.commands.train import training_stream
+    from txcli.commands.train_data import training_stream
 
     from .conftest import tiny
 

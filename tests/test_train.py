@@ -15,7 +15,8 @@ from txcli.batching import EncodedPairs
 from txcli.commands.average import average
 from txcli.events import Notice
 from txcli.commands.run import open_run
-from txcli.commands.train import train, training_stream
+from txcli.commands.train import train
+from txcli.commands.train_data import training_stream
 from txcli.errors import TxError, UsageError
 from txcli.loss import smoothed_loss_sum
 from txcli.optim import lr_at

@@ -21,16 +21,13 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import events
-from .._filters_standin import PairFilters, tag_id, training_encoder
-from ..batching import BatchStream, encode_pairs
-from ..corpora import CorpusIndex
+from ..batching import encode_pairs
 from ..compiled import resolve_compile
 from ..data import read_pairs
 from ..distributed import Dist
 from ..errors import TxError, UsageError
 from ..model import Seq2SeqTransformer
 from ..model_schema import first_difference, max_positions
-from ..pools import TextPools
 from ..precision import resolve_precision
 from ..process import apply_process_settings
 from ..schema import Recipe, dump_yaml
@@ -38,6 +35,7 @@ from ..resume import init_from, resume_training
 from ..training import Trainer
 from ..validation import Validator
 from .run import load_tokenizers, model_config, pick_device, read_run_recipe, train_tokenizers
+from .train_data import tokenizer_threads_off, training_stream
 
 MODEL_SECTIONS = ("model", "tokenizer")  # recipe sections that decide the model: resume and init_from keep them
 
@@ -92,7 +90,7 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     torch.manual_seed(recipe.seed * 1000 + dist.rank)  # dropout differs between ranks
 
     stream = training_stream(recipe, src_tok, tgt_tok, dist)
-    with contextlib.closing(stream):  # the background pool thread and the corpora
+    with tokenizer_threads_off(), contextlib.closing(stream):  # the background pool thread and the corpora
         validator = _validator(recipe, src_tok, tgt_tok, device) if dist.is_main else None
         sink = RunLog(run_dir, progress, recipe.train.tensorboard) if dist.is_main else None
         trainer = Trainer(model, mcfg.to_dict(), cfg, stream, validator, run_dir, device, dist,
@@ -132,29 +130,6 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
 
 
 # --------------------------------------------------------------------------- setup
-
-
-def training_stream(recipe: Recipe, src_tok, tgt_tok, dist: Optional[Dist] = None, prefetch: bool = True) -> BatchStream:
-    """This rank's training batches: every corpus of data.train opened for random access, its
-    filters and tag, tokenized for training (data.sampling), mixed by weight."""
-    dist = dist or Dist()
-    data = recipe.data
-    corpora = data.corpora()
-    filters = [PairFilters(data.filters_of(c), data.max_len) for c in corpora]
-    tags = [tag_id(src_tok, c.tag) if c.tag else None for c in corpora]
-    encode_src, encode_tgt = training_encoder(src_tok, data.sampling), training_encoder(tgt_tok, data.sampling)
-    opened: list[CorpusIndex] = []
-    try:
-        for corpus, f in zip(corpora, filters):
-            opened.append(CorpusIndex(corpus.name, corpus, recipe.run_dir, dedup=f.dedup))
-    except BaseException:
-        for index in opened:
-            index.close()
-        raise
-    pools = TextPools(opened, [c.weight for c in corpora], filters, tags, encode_src, encode_tgt, seed=recipe.seed,
-                      pool_size=recipe.train.pool_size, keep=data.sampling is None)
-    return BatchStream(pools, batch_tokens=recipe.train.batch_tokens, seed=recipe.seed, rank=dist.rank,
-                       world_size=dist.world_size, dist=dist if dist.world_size > 1 else None, prefetch=prefetch)
 
 
 def _check_run_dir(recipe: Recipe, resume: bool) -> Optional[str]:
