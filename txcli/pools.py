@@ -7,8 +7,9 @@ Which pairs a pool holds is mixture.Schedule's decision; a rank's share is the p
 rank::world of the interleaved pool, so each rank reads and tokenizes only its own pairs and
 every stretch of every share holds the mix.
 
-The tag id of a corpus (data.train.N.tag) goes before its source ids and counts towards
-data.max_len. A corpus set that fits in one pool is tokenized once and kept (file order), unless
+The tag id of a corpus (data.train.N.tag) goes before its source ids; the token filters count
+the subwords without it, as tx prepare does (a tagged source still fits the model's positions:
+max_len + tag + </s>). A corpus set that fits in one pool is tokenized once and kept (file order), unless
 subword sampling is on: then every pool is tokenized anew, so the segmentation changes each epoch.
 """
 
@@ -85,13 +86,12 @@ def encode_texts(pairs: list[tuple[str, str]], encode_src: Encoder, encode_tgt: 
                 drop(i, reason)
     src_kept, tgt_kept = [], []
     todo = np.flatnonzero(codes == KEPT)
-    extra = 0 if tag is None else 1
     for start in range(0, len(todo), ENCODE_CHUNK):
         chunk = todo[start:start + ENCODE_CHUNK]
         src_ids = encode_src([pairs[i][0] for i in chunk])
         tgt_ids = encode_tgt([pairs[i][1] for i in chunk])
         for i, s, t in zip(chunk, src_ids, tgt_ids):
-            reason = "empty" if not s or not t else filters.token_reason(len(s) + extra, len(t))
+            reason = "empty" if not s or not t else filters.token_reason(len(s), len(t))
             if reason is not None:
                 drop(i, reason)
                 continue
