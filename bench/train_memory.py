@@ -33,21 +33,20 @@ def rss_mb() -> float:
 
 
 def data_epoch(recipe_path: str, overrides: list[str], queue) -> None:
-    from txcli.batching import BatchStream, EpochStats
+    from txcli.batching import EpochStats
     from txcli.commands.run import load_tokenizers
-    from txcli.data import read_pairs
+    from txcli.commands.train_data import training_stream
     from txcli.schema import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     src_tok, tgt_tok = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
     before = rss_mb()
-    stream = BatchStream(lambda: read_pairs(recipe.data.train[0]), src_tok.encode_batch, tgt_tok.encode_batch,
-                         max_len=recipe.data.max_len, batch_tokens=recipe.train.batch_tokens, seed=recipe.seed,
-                         pool_size=recipe.train.pool_size)
+    stream = training_stream(recipe, src_tok, tgt_tok)
     stats = EpochStats()
     start = time.perf_counter()
     batches = sum(1 for _ in stream.epoch(1, stats=stats))
-    queue.put({"pairs": stats.filtered.kept, "batches": batches, "seconds": time.perf_counter() - start,
+    stream.close()
+    queue.put({"pairs": stats.kept, "batches": batches, "seconds": time.perf_counter() - start,
                "rss_before_mb": before, "peak_rss_mb": rss_mb()})
 
 

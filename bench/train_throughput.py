@@ -52,12 +52,9 @@ def load(recipe_path: str, overrides: list[str], run_dir: str):
 
 
 def make_stream(recipe, src_tok, tgt_tok):
-    from txcli.batching import BatchStream
-    from txcli.data import read_pairs
+    from txcli.commands.train_data import training_stream
 
-    return BatchStream(lambda: read_pairs(recipe.data.train[0]), src_tok.encode_batch, tgt_tok.encode_batch,
-                       max_len=recipe.data.max_len, batch_tokens=recipe.train.batch_tokens, seed=recipe.seed,
-                       pool_size=recipe.train.pool_size)
+    return training_stream(recipe, src_tok, tgt_tok)
 
 
 class BareModel:
@@ -173,7 +170,8 @@ def child(kind: str, precision: str, args, run_dir: str, queue) -> None:
     mcfg = model_config(recipe, src_tok.vocab_size, tgt_tok.vocab_size)
     if kind == "bare":
         stream = make_stream(recipe, src_tok, tgt_tok)
-        batches = [b for _, b in zip(range(args.steps), stream.epoch(1))]
+        batches = [b for _, (b, _) in zip(range(args.steps), stream.epoch(1))]
+        stream.close()
         result = run_reference(recipe, mcfg, batches, precision, args.warmup)
     else:
         # kinds ending in n: torch's own dropout, for comparison

@@ -5,6 +5,7 @@ file; the counts tx prepare prints."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -374,3 +375,56 @@ def test_tx_prepare_prints_its_counts(folder: Path):
     assert "rebuilt: " in again.stderr and "data.filters.min_chars changed since tx prepare (None -> 2)" in again.stderr
     same = run_tx("prepare", "recipe.yaml", "--set", "data.filters.min_chars=2", cwd=folder)
     assert "is current" in same.stderr, same.stderr
+
+
+def test_training_reads_the_cache_and_refuses_a_stale_one(built):
+    """With a cache, the training stream takes its pairs from it (no corpus text read: the
+    source files may even be unreadable), and the same batches come from tx train's stream;
+    after a source file changes, training stops in one line telling to rerun tx prepare."""
+    from txcli.commands.run import load_tokenizers
+    from txcli.commands.train_data import training_stream
+    from txcli.pools import PreparedPools
+
+    recipe, result = built
+    src, tgt = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
+    stream = training_stream(recipe, src, tgt, prefetch=False)
+    assert isinstance(stream.pools, PreparedPools)
+    cache = open_cache(recipe)
+    kept = {name: set() for name in ("clean", "bt")}
+    for corpus in cache.corpora:
+        pairs = corpus.take(np.arange(len(corpus)))
+        for i in range(len(corpus)):
+            s0, t0 = pairs.src_start[i], pairs.tgt_start[i]
+            kept[corpus.name].add((tuple(pairs.src_ids[s0:s0 + pairs.src_len[i]]), tuple(pairs.tgt_ids[t0:t0 + pairs.tgt_len[i]])))
+    every = kept["clean"] | kept["bt"]
+    text = recipe.run_dir.parent / "train.src"
+    text.rename(text.with_name("away.src"))  # nothing may read the text any more
+    try:
+        seen = 0
+        for batch, _ in itertools.islice(stream.epoch(1), 5):
+            for row in range(batch.src.shape[0]):
+                s = [int(i) for i in batch.src[row] if int(i) not in (0, 3)]
+                t = [int(i) for i in batch.tgt_out[row] if int(i) not in (0, 3)]
+                assert (tuple(s), tuple(t)) in every
+                seen += 1
+        assert seen > 0
+    finally:
+        text.with_name("away.src").rename(text)
+
+    with open(recipe.run_dir.parent / "train.src", "a", encoding="utf-8") as f:
+        f.write("one more line\n")
+    with open(recipe.run_dir.parent / "train.tgt", "a", encoding="utf-8") as f:
+        f.write("eine zeile mehr\n")
+    with pytest.raises(UsageError, match="rerun tx prepare"):
+        training_stream(load(recipe.run_dir.parent / "recipe.yaml"), src, tgt, prefetch=False)
+
+
+def test_data_prepared_pointing_nowhere_is_one_line(folder: Path):
+    from txcli.commands.run import load_tokenizers, train_tokenizers
+    from txcli.commands.train_data import training_stream
+
+    recipe = load(make_recipe(folder, extra=f"  prepared: {folder / 'nocache'}"))
+    train_tokenizers(recipe)
+    src, tgt = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
+    with pytest.raises(UsageError, match=r"data.prepared: .*nocache: no tx prepare cache there; run tx prepare"):
+        training_stream(recipe, src, tgt, prefetch=False)

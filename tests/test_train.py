@@ -1,4 +1,4 @@
-"""tx train, in process: batching, schedule, loss, accumulation, resume, checkpoints, averaging."""
+"""tx train, in process: schedule, loss, accumulation, resume, checkpoints, averaging (batching: test_batching.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import pytest
 import torch
 
 from txcli import checkpoint as ckpt
-from txcli.batching import BatchStream, EncodedPairs, encode_pairs, length_buckets
+from txcli.batching import EncodedPairs
 from txcli.commands.average import average
 from txcli.events import Notice
 from txcli.commands.run import open_run
 from txcli.commands.train import train
+from txcli.commands.train_data import training_stream
 from txcli.errors import TxError, UsageError
 from txcli.loss import smoothed_loss_sum
 from txcli.optim import lr_at
@@ -23,7 +24,7 @@ from txcli.search import greedy_search
 from txcli.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from txcli.training import Trainer
 
-from .conftest import metrics, tiny, make_corpus
+from .conftest import metrics, tiny
 
 
 def assert_decodes(model) -> None:
@@ -34,63 +35,6 @@ def assert_decodes(model) -> None:
 
 def losses(run_dir: Path) -> dict[int, float]:
     return {e["step"]: e["loss"] for e in metrics(run_dir) if e["event"] == "log"}
-
-
-# --------------------------------------------------------------------------- batching
-
-
-def _split_words(texts):
-    return [[4 + (hash(w) % 50) for w in t.split()] for t in texts]
-
-
-def _stream(tmp_path: Path, n=300, **kw) -> BatchStream:
-    src, tgt = make_corpus(tmp_path, n=n)
-    pairs = list(zip(src.read_text().splitlines(), tgt.read_text().splitlines()))
-    args = dict(max_len=8, batch_tokens=64, seed=3)
-    args.update(kw)
-    return BatchStream(lambda: iter(pairs), _split_words, _split_words, **args)
-
-
-def test_batches_respect_the_budget_cover_each_pair_once_and_reshuffle(tmp_path: Path):
-    stream = _stream(tmp_path)
-    epochs = []
-    for epoch in (1, 2):
-        batches = list(stream.epoch(epoch))
-        for b in batches:
-            assert b.src.numel() <= 64 or b.src.size(0) == 1
-            assert b.tgt_out.size() == b.tgt_in.size() and (b.tgt_in[:, 0] == BOS_ID).all()
-            assert b.n_tgt_tokens == int((b.tgt_out != PAD_ID).sum())
-            assert ((b.tgt_out == EOS_ID).sum(1) == 1).all()
-        rows = sorted(tuple(r[r != PAD_ID].tolist()) for b in batches for r in b.src)
-        epochs.append((rows, [b.src[0].tolist() for b in batches]))
-    assert epochs[0][0] == epochs[1][0]  # the same pairs each epoch ...
-    assert epochs[0][1] != epochs[1][1]  # ... in another order
-    again = [b.src[0].tolist() for b in _stream(tmp_path).epoch(1)]
-    assert again == epochs[0][1]  # the order is a function of (seed, epoch)
-
-
-def test_length_filter_counts_and_low_padding(tmp_path: Path):
-    kept: list[int] = []
-    pairs = [("a b c", "x y"), ("", "x"), ("a " * 20, "x"), ("a b", "x y z")]
-    pool, stats = encode_pairs(pairs, _split_words, _split_words, max_len=8, kept=kept)
-    assert (stats.kept, stats.too_long, stats.empty, kept) == (2, 1, 1, [0, 3])
-    lengths = np.random.default_rng(0).integers(1, 40, size=2000)
-    batches = length_buckets(lengths, lengths, 400, np.random.default_rng(1))
-    padded = sum(len(b) * (lengths[b].max() + 1) for b in batches)
-    assert sum(len(b) for b in batches) == 2000
-    assert max(len(b) * (lengths[b].max() + 1) for b in batches) <= 400
-    assert (lengths + 1).sum() / padded > 0.95  # bucketing keeps padding low
-
-
-def test_ranks_get_disjoint_equal_shares_and_resume_skips(tmp_path: Path):
-    whole = [b.src.tolist() for b in _stream(tmp_path).epoch(1)]
-    shards = [[b.src.tolist() for b in _stream(tmp_path, rank=r, world_size=2).epoch(1)] for r in (0, 1)]
-    assert len(shards[0]) == len(shards[1])
-    assert shards[0] == whole[0::2][: len(shards[0])] and shards[1] == whole[1::2][: len(shards[1])]
-    assert [b.src.tolist() for b in _stream(tmp_path).epoch(1, skip=5)] == whole[5:]
-    pooled = [b.src.tolist() for b in _stream(tmp_path, pool_size=70).epoch(1)]  # several pools
-    flat = lambda bs: sorted(tuple(x for x in r if x != PAD_ID) for b in bs for r in b)  # noqa: E731
-    assert flat(pooled) == flat(whole)
 
 
 # --------------------------------------------------------------------------- schedule, loss, accumulation
@@ -151,8 +95,7 @@ def _tiny_trainer(tiny_recipe: Path, *overrides: str) -> Trainer:
     src_tok, tgt_tok = load_tokenizers(recipe.run_dir, True)
     torch.manual_seed(0)
     cfg = model_config(recipe, src_tok.vocab_size, tgt_tok.vocab_size)
-    stream = BatchStream(lambda: iter(()), src_tok.encode_batch, tgt_tok.encode_batch, max_len=32,
-                         batch_tokens=256, seed=1)
+    stream = training_stream(recipe, src_tok, tgt_tok)
     trainer = Trainer(Seq2SeqTransformer(cfg), cfg.to_dict(), recipe.train, stream, None, recipe.run_dir,
                       torch.device("cpu"))
     trainer.src_tok = src_tok
@@ -200,7 +143,7 @@ def test_a_few_steps_lower_the_loss_and_the_run_dir_is_complete(tiny_recipe: Pat
     assert [e["peak_rss_mb"] for e in logs] == sorted(e["peak_rss_mb"] for e in logs)
     assert " rss " in (run_dir / "train.log").read_text(encoding="utf-8")
     assert events[-1]["event"] == "end" and events[-1]["reason"] == "max_steps"
-    assert any(e["event"] == "epoch" and e["dropped_too_long"] > 0 for e in events)
+    assert any(e["event"] == "epoch" and e["corpora"]["train"]["dropped"].get("max_len", 0) > 0 for e in events)
     run = open_run(run_dir, device="cpu")  # what translate / attention-dump / inspect load
     assert_decodes(run.model)
 

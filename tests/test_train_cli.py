@@ -84,8 +84,73 @@ def test_two_gloo_processes_end_with_identical_weights_and_a_complete_run_dir(ti
     assert events[0]["world_size"] == 2
     assert [e["step"] for e in events if e["event"] == "log"] == [1, 2, 3, 4, 5, 6]  # rank 0 alone writes
     state = json.loads((run_dir / "checkpoints/last/state.json").read_text())
-    # 6 steps x 2 ranks x 2 accumulated batches, each rank on its own: 24 = epoch 1 (16) + 8
-    assert state["train_state"]["epoch"] == 2 and state["train_state"]["batches_done"] == 8
+    # 6 steps x 2 ranks x 2 accumulated batches, each rank on its own: 24 = epoch 1 + the rest
+    epoch_1 = next(e for e in events if e["event"] == "epoch")
+    assert epoch_1["batches"] < 24 and epoch_1["corpora"]["train"]["read"] == 200
+    assert state["train_state"]["epoch"] == 2 and state["train_state"]["batches_done"] == 24 - epoch_1["batches"]
+
+
+NODE_SCRIPT = """
+import json, os, sys
+from txcli import corpora, training
+from txcli.schema import load_recipe
+from txcli.commands.train import train
+
+reads, saves = [], []
+read = corpora.CorpusIndex.read
+corpora.CorpusIndex.read = lambda self, index: reads.extend(int(i) for i in index) or read(self, index)
+save = training.ckpt.save_training_checkpoint
+training.ckpt.save_training_checkpoint = lambda *a, **k: saves.append(1) or save(*a, **k)
+recipe_path, run_dir, steps, resume, out = sys.argv[1:6]
+overrides = [f"run_dir={run_dir}", f"train.max_steps={steps}", "train.eval_every=4", "train.log_every=1",
+             "train.pool_size=64", "train.threads=1"]
+train(load_recipe(recipe_path, overrides), resume=resume == "1")
+with open(os.path.join(out, f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump({"reads": reads, "saves": len(saves)}, f)
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(script: Path, recipe: Path, run_dir: Path, steps: int, resume: bool, out: Path) -> list[dict]:
+    """One torchrun per node, two nodes on loopback, one process each."""
+    out.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(node), "--master_addr", "127.0.0.1", "--master_port", port,
+                               str(script), str(recipe), str(run_dir), str(steps), "1" if resume else "0", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for node in (0, 1)]
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_nodes_on_loopback_read_their_own_shares_and_resume_exactly(tiny_recipe: Path, tmp_path: Path):
+    script = tmp_path / "node_train.py"
+    script.write_text(textwrap.dedent(NODE_SCRIPT))
+    unbroken = _two_nodes(script, tiny_recipe, tmp_path / "a", 8, False, tmp_path / "out-a")
+    reads = [set(r["reads"]) for r in unbroken]
+    assert reads[0] and reads[1] and not reads[0] & reads[1]  # each rank read its own pairs (200 in 4 pools)
+    assert [r["saves"] for r in unbroken] == [3, 0]  # checkpoints/last at steps 4, 8 and the end, by rank 0 alone
+    _two_nodes(script, tiny_recipe, tmp_path / "b", 4, False, tmp_path / "out-b1")
+    resumed = _two_nodes(script, tiny_recipe, tmp_path / "b", 8, True, tmp_path / "out-b2")
+    assert [r["saves"] for r in resumed] == [2, 0]
+    losses = [{e["step"]: e["loss"] for e in _events(tmp_path / run) if e["event"] == "log"} for run in "ab"]
+    assert sorted(losses[1]) == list(range(1, 9))
+    for step in range(5, 9):
+        assert abs(losses[1][step] - losses[0][step]) <= 1e-6 * abs(losses[0][step]), step
+    _, a, _ = load_model_state(tmp_path / "a/checkpoints/last/model.safetensors")
+    _, b, _ = load_model_state(tmp_path / "b/checkpoints/last/model.safetensors")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-7)
 
 
 def test_average_cli_errors_are_one_line(tiny_run: Path):

@@ -27,6 +27,14 @@ class Dist:
         torch_dist.all_reduce(t)
         return t.tolist()
 
+    def min(self, values: list[float]) -> list[float]:
+        """Each value's minimum over the ranks (e.g. the batches of a pool every rank can train)."""
+        if self.world_size == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self._device())
+        torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MIN)
+        return t.tolist()
+
     def from_main(self, flag: bool) -> bool:
         """Rank 0's decision, on every rank."""
         if self.world_size == 1:

@@ -8,7 +8,7 @@ line. Plain values only: no torch, no terminal.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Optional
 
 SCORE_KEYS = ("loss", "ppl", "bleu", "chrf")  # what a validation measures
@@ -130,16 +130,18 @@ class EpochEnd(Event):
     step: int
     epoch: int
     elapsed: float
-    pairs: int
-    dropped_too_long: int
-    dropped_empty: int
+    pairs: int  # pairs trained on (kept by the filters), all corpora
     batches: int
     padding: float  # share of padded tokens in the epoch's batches
+    corpora: dict = field(default_factory=dict)  # name -> {"read", "kept", "dropped": {filter: n}}
 
     def describe(self) -> str:
+        parts = []
+        for name, c in self.corpora.items():
+            dropped = ", ".join(f"{f} {n}" for f, n in c.get("dropped", {}).items())
+            parts.append(f"{name}: {c.get('kept', 0)} of {c.get('read', 0)} kept" + (f" (dropped: {dropped})" if dropped else ""))
         return (f"epoch {self.epoch} done at step {self.step}: {self.pairs} pairs in {self.batches} batches, "
-                f"{self.dropped_too_long} dropped as longer than data.max_len, {self.dropped_empty} empty, "
-                f"padding {100 * self.padding:.1f}%")
+                f"padding {100 * self.padding:.1f}%" + (f"; {'; '.join(parts)}" if parts else ""))
 
 
 @dataclass

@@ -159,15 +159,9 @@ def write_prepared(directory: Path, corpora: Iterable[CorpusSource], built_from:
 
 
 def _encoded_pairs(src_len, src_ids, tgt_len, tgt_ids):
-    """A batching.EncodedPairs over flat arrays (its constructor takes one array per pair)."""
     from .batching import EncodedPairs  # torch: loaded only when training takes pairs
 
-    pairs = object.__new__(EncodedPairs)
-    pairs.src_len, pairs.tgt_len = src_len, tgt_len
-    pairs.src_start = np.cumsum(src_len) - src_len
-    pairs.tgt_start = np.cumsum(tgt_len) - tgt_len
-    pairs.src_ids, pairs.tgt_ids = src_ids, tgt_ids
-    return pairs
+    return EncodedPairs.from_flat(src_len, tgt_len, src_ids, tgt_ids)
 
 
 def _gather(offsets: np.ndarray, ids: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

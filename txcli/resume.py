@@ -35,7 +35,10 @@ def resume_training(trainer: Trainer, path: Path) -> None:
     if trainer.ema is not None and not trainer.ema.load(tensors):
         trainer.ema.reset(trainer.model)  # train.ema switched on for the resumed run: start it here
     dist = trainer.dist
-    restore_rng(tensors, dist.rank, dist.world_size, saved.get("world_size", 1), trainer.state.step, trainer.device)
+    saved_world = saved.get("world_size", 1)
+    if saved_world != dist.world_size:  # the shares of a pool differ: skip as many pairs, roughly
+        trainer.state.pool_batches = -(-trainer.state.pool_batches * saved_world // dist.world_size)
+    restore_rng(tensors, dist.rank, dist.world_size, saved_world, trainer.state.step, trainer.device)
 
 
 def init_from(trainer: Trainer, weights: Path, reset: str, checkpoint: Optional[Path]) -> None:

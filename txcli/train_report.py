@@ -55,8 +55,9 @@ class TrainReport:
             self.graphs = graphs
 
     def epoch_end(self, step: int, epoch: int, s: EpochStats) -> None:
-        self.on_event(events.EpochEnd(step, epoch, round(self.elapsed(), 3), s.filtered.kept, s.filtered.too_long,
-                                      s.filtered.empty, s.batches, 1.0 - s.tokens / max(s.padded_tokens, 1)))
+        self.on_event(events.EpochEnd(step, epoch, round(self.elapsed(), 3), s.kept, s.batches,
+                                      1.0 - s.tokens / max(s.padded_tokens, 1),
+                                      {name: c.to_dict() for name, c in s.counts.items()}))
 
 
 def _mb(value):

@@ -25,12 +25,34 @@ class TrainState:
     step: int = 0
     epoch: int = 1
     batches_done: int = 0  # global batches (all ranks) of the current epoch already trained on
+    pool: int = 0          # the pool of the epoch training is in (0-based) ...
+    pool_batches: int = 0  # ... and the batches of it each rank trained on: where a resume starts
+    epoch_data: dict = field(default_factory=dict)  # the epoch's numbers so far (batching.EpochStats.to_dict)
     elapsed: float = 0.0   # seconds of training, summed over every session of this run
     best_score: Optional[float] = None
     best_step: int = 0
     bad_validations: int = 0
     validated_step: int = -1
     kept: dict = field(default_factory=dict)  # "step" -> score of each step-NNNNNN checkpoint
+
+    def position(self) -> "DataPosition":
+        return DataPosition(self.epoch, self.pool, self.pool_batches, self.batches_done, self.epoch_data)
+
+    def move_to(self, p: "DataPosition") -> None:
+        self.epoch, self.pool, self.pool_batches, self.batches_done, self.epoch_data = (
+            p.epoch, p.pool, p.pool_batches, p.batches_done, p.epoch_data)
+
+
+@dataclass
+class DataPosition:
+    """Where in the data training stands: a checkpoint keeps it, and a resume rebuilds only the
+    pool it names."""
+
+    epoch: int
+    pool: int
+    pool_batches: int
+    batches_done: int
+    epoch_data: dict
 
 
 @dataclass
@@ -91,32 +113,38 @@ def restore_rng(tensors: dict, rank: int, world_size: int, saved_world: int, ste
 
 class DataFeed:
     """The training batches of this rank in order, epoch after epoch, and the data position after
-    each pull: (epoch, global batches of it done), which a checkpoint keeps for resuming."""
+    each pull, which a checkpoint keeps for resuming."""
 
     def __init__(self, stream: BatchStream, device: torch.device, world_size: int,
                  on_epoch_end: Callable[[int, EpochStats], None]):
         self.stream, self.device, self.world_size, self.on_epoch_end = stream, device, world_size, on_epoch_end
-        self._batches: Optional[Iterator[Batch]] = None
+        self._batches: Optional[Iterator] = None
         self._stats = EpochStats()
 
-    def pull(self, n: int, epoch: int, done: int) -> tuple[list[Batch], tuple[int, int]]:
-        """The next n batches from position (epoch, done), and the position after them."""
+    def pull(self, n: int, at: DataPosition) -> tuple[list[Batch], DataPosition]:
+        """The next n batches from position `at`, and the position after them."""
+        epoch, pool, k, done = at.epoch, at.pool, at.pool_batches, at.batches_done
         if self._batches is None:
-            self._batches = self.stream.epoch(epoch, skip=done, stats=self._stats)
+            self._stats = EpochStats.from_dict(at.epoch_data)
+            self._batches = self.stream.epoch(epoch, pool, k, self._stats)
         out = []
         while len(out) < n:
-            batch = next(self._batches, None)
-            if batch is None:
+            item = next(self._batches, None)
+            if item is None:
                 if self._stats.batches == 0:
-                    raise TxError("no training pairs left after length filtering (see data.max_len)")
+                    raise TxError("no training pairs left after filtering (see data.max_len and data.filters)")
                 self.on_epoch_end(epoch, self._stats)
-                epoch, done = epoch + 1, 0
+                epoch, pool, k, done = epoch + 1, 0, 0, 0
                 self._stats = EpochStats()
                 self._batches = self.stream.epoch(epoch, stats=self._stats)
                 continue
+            batch, (pool, k) = item
             out.append(batch.to(self.device))
             done += self.world_size
-        return out, (epoch, done)
+        return out, DataPosition(epoch, pool, k, done, self._stats.to_dict())
+
+    def close(self) -> None:
+        self.stream.close()
 
 
 def keep_step_checkpoint(state: TrainState, paths: RunPaths, score: float, higher_is_better: bool,

@@ -82,7 +82,10 @@ class Trainer:
                                    str(self.device), self.cfg.precision))
         self.train_model.train()
         with packed_dropout(self.model, on=self.packed_dropout):
-            reason = self._loop()
+            try:
+                reason = self._loop()
+            finally:
+                self.feed.close()  # the background thread building the next pool stops
             if reason != "nan":
                 if reason != "interrupted" and self.state.validated_step != self.state.step:
                     self._validate()
@@ -99,7 +102,7 @@ class Trainer:
             if self.state.step >= cfg.max_steps:
                 return "max_steps"
             started = time.monotonic()
-            batches, position = self.feed.pull(cfg.accum_steps, self.state.epoch, self.state.batches_done)
+            batches, position = self.feed.pull(cfg.accum_steps, self.state.position())
             local_stop = [self._stop_request is not None, self._time_is_up()]
             tokens, interrupted, timed_out = self.dist.sum([float(sum(b.n_tgt_tokens for b in batches)), *map(float, local_stop)])
             if interrupted:
@@ -110,7 +113,7 @@ class Trainer:
             loss_sum = self.dist.sum([self.accumulate_gradients(batches, tokens)])[0]
             if not self._optimizer_step(loss_sum):
                 return "nan"
-            self.state.epoch, self.state.batches_done = position
+            self.state.move_to(position)
             self.state.step += 1
             if self.ema is not None:
                 self.ema.update(self.model, self.state.step)

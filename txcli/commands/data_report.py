@@ -18,6 +18,7 @@ from ..batching import length_buckets
 from ..checkpoint import tokenizer_files
 from ..data import read_pairs
 from ..filters import EXAMPLES, FilterCounts, PairFilters, SeenHashes, pair_hashes
+from ..mixture import corpus_shares, epoch_quotas
 from ..schema import Recipe
 from ..tokenizer import tag_id
 from .run import load_tokenizers, train_tokenizers
@@ -131,17 +132,16 @@ def _read_corpus(corpus, filters: PairFilters, src_tok, tgt_tok, counts: FilterC
 
 
 def fill_shares(reports: list[CorpusReport]) -> None:
-    """Each corpus's share of the training pairs and its passes per epoch. The mixture gives
-    corpus c pool slots in proportion to its weight w_c; the filters then keep kept_c/read_c of
-    them, so its share of the pairs trained on is w_c * kept_c/read_c, normalised over the
-    corpora. An epoch has as many slots as the corpora have pairs together, so corpus c is gone
-    through (w_c / sum w) * (sum read) / read_c times an epoch."""
-    total_weight = sum(r.weight for r in reports)
-    total_read = sum(r.counts.read for r in reports)
-    kept_weight = [r.weight * r.counts.kept / r.counts.read if r.counts.read else 0.0 for r in reports]
-    for r, w in zip(reports, kept_weight):
-        r.share = w / sum(kept_weight) if sum(kept_weight) else 0.0
-        r.passes = r.weight / total_weight * total_read / r.counts.read if r.counts.read else 0.0
+    """Each corpus's share of the training pairs and its passes per epoch, as training's schedule
+    gives them (mixture): an epoch holds as many slots as the corpora have pairs together, split
+    by weight (`epoch_quotas`); the filters keep kept_c/read_c of corpus c's slots
+    (`corpus_shares`), and corpus c is gone through quota_c / read_c times an epoch."""
+    sizes = [r.counts.read for r in reports]
+    weights = [r.weight for r in reports]
+    shares = corpus_shares(sizes, weights, [r.counts.kept for r in reports])
+    for r, share, quota in zip(reports, shares, epoch_quotas(sizes, weights)):
+        r.share = float(share)
+        r.passes = float(quota) / r.counts.read if r.counts.read else 0.0
 
 
 def _batching(reports: list[CorpusReport], pool_size: int, batch_tokens: int, seed: int) -> Batching:

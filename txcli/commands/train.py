@@ -21,7 +21,7 @@ import torch
 
 from .. import checkpoint as ckpt
 from .. import events
-from ..batching import BatchStream, encode_pairs
+from ..batching import encode_pairs
 from ..compiled import resolve_compile
 from ..data import read_pairs
 from ..distributed import Dist
@@ -35,6 +35,7 @@ from ..resume import init_from, resume_training
 from ..training import Trainer
 from ..validation import Validator
 from .run import load_tokenizers, model_config, pick_device, read_run_recipe, train_tokenizers
+from .train_data import tokenizer_threads_off, training_stream
 
 MODEL_SECTIONS = ("model", "tokenizer")  # recipe sections that decide the model: resume and init_from keep them
 
@@ -88,45 +89,44 @@ def _train(recipe: Recipe, resume: bool, progress, dist: Dist) -> TrainResult:
     train_model = _wrap_ddp(model, device, dist)
     torch.manual_seed(recipe.seed * 1000 + dist.rank)  # dropout differs between ranks
 
-    stream = BatchStream(lambda: read_pairs(recipe.data.train[0]), src_tok.encode_batch, tgt_tok.encode_batch,
-                         max_len=recipe.data.max_len, batch_tokens=cfg.batch_tokens, seed=recipe.seed,
-                         pool_size=cfg.pool_size, rank=dist.rank, world_size=dist.world_size)
-    validator = _validator(recipe, src_tok, tgt_tok, device) if dist.is_main else None
-    sink = RunLog(run_dir, progress, recipe.train.tensorboard) if dist.is_main else None
-    trainer = Trainer(model, mcfg.to_dict(), cfg, stream, validator, run_dir, device, dist,
-                      on_event=sink.event if sink else (lambda e: None), train_model=train_model)
-    if resume:
-        resume_training(trainer, run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
-    elif source is not None:
-        init_from(trainer, source.weights, cfg.init_reset, source.checkpoint)
-    if sink:
-        sink.open(resume_step=trainer.state.step if resume else None)
-        ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
-        target = cfg.stop_at and (f"{cfg.stop_at.metric} {'>=' if events.HIGHER_IS_BETTER[cfg.stop_at.metric] else '<='} "
-                                  f"{cfg.stop_at.value:g}")
-        sink.event(events.Setup(sum(p.numel() for p in model.parameters()), cfg.max_steps, cfg.max_minutes,
-                                resume, validator.size if validator else 0, target or None, cfg.compile))
-        leftovers = ckpt.remove_interrupted_writes(run_dir)  # a save killed half-way (kill -9) left these
-        if leftovers:
-            notice = "; ".join(filter(None, [notice, f"removed {len(leftovers)} half-written file(s) a killed save "
-                                                      f"left behind: {', '.join(p.name for p in leftovers)}"]))
-        for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
-            if warning:
-                sink.event(events.Notice(warning))
-        if source is not None:
-            sink.event(events.InitFrom(trainer.state.step, str(source.weights), cfg.init_reset))
-    caught: dict = {}
-    try:
-        with _stop_on_signals(trainer, caught):
-            reason = trainer.fit()
-    finally:
+    stream = training_stream(recipe, src_tok, tgt_tok, dist)
+    with tokenizer_threads_off(), contextlib.closing(stream):  # the background pool thread and the corpora
+        validator = _validator(recipe, src_tok, tgt_tok, device) if dist.is_main else None
+        sink = RunLog(run_dir, progress, recipe.train.tensorboard) if dist.is_main else None
+        trainer = Trainer(model, mcfg.to_dict(), cfg, stream, validator, run_dir, device, dist,
+                          on_event=sink.event if sink else (lambda e: None), train_model=train_model)
+        if resume:
+            resume_training(trainer, run_dir / ckpt.CHECKPOINTS / ckpt.LAST_CHECKPOINT)
+        elif source is not None:
+            init_from(trainer, source.weights, cfg.init_reset, source.checkpoint)
         if sink:
-            sink.close()
-    if reason == "nan":
-        raise TxError(trainer.nan_message)
-    s = trainer.state
-    return TrainResult(reason, caught.get("name"), s.step, trainer.metric, s.best_step, s.best_score,
-                       run_dir, s.elapsed, dist.rank, model)
+            sink.open(resume_step=trainer.state.step if resume else None)
+            ckpt.write_text_atomic(run_dir / ckpt.RECIPE_FILE, dump_yaml(recipe.to_plain()))
+            target = cfg.stop_at and (f"{cfg.stop_at.metric} {'>=' if events.HIGHER_IS_BETTER[cfg.stop_at.metric] else '<='} "
+                                      f"{cfg.stop_at.value:g}")
+            sink.event(events.Setup(sum(p.numel() for p in model.parameters()), cfg.max_steps, cfg.max_minutes,
+                                    resume, validator.size if validator else 0, target or None, cfg.compile))
+            leftovers = ckpt.remove_interrupted_writes(run_dir)  # a save killed half-way (kill -9) left these
+            if leftovers:
+                notice = "; ".join(filter(None, [notice, f"removed {len(leftovers)} half-written file(s) a killed save "
+                                                          f"left behind: {', '.join(p.name for p in leftovers)}"]))
+            for warning in (notice, precision_warning and f"train.precision {precision_warning}"):
+                if warning:
+                    sink.event(events.Notice(warning))
+            if source is not None:
+                sink.event(events.InitFrom(trainer.state.step, str(source.weights), cfg.init_reset))
+        caught: dict = {}
+        try:
+            with _stop_on_signals(trainer, caught):
+                reason = trainer.fit()
+        finally:
+            if sink:
+                sink.close()
+        if reason == "nan":
+            raise TxError(trainer.nan_message)
+        s = trainer.state
+        return TrainResult(reason, caught.get("name"), s.step, trainer.metric, s.best_step, s.best_score,
+                           run_dir, s.elapsed, dist.rank, model)
 
 
 # --------------------------------------------------------------------------- setup
@@ -248,7 +248,8 @@ def _copy_tokenizers(source: Path, recipe: Recipe) -> None:
 def _data_order_keys(saved: Recipe, new: Recipe):
     """What decides the batch sequence: the position saved in a checkpoint counts batches of it."""
     for name, get in (("seed", lambda r: r.seed), ("data.train", lambda r: r.data.train),
-                      ("data.max_len", lambda r: r.data.max_len), ("train.batch_tokens", lambda r: r.train.batch_tokens),
+                      ("data.max_len", lambda r: r.data.max_len), ("data.filters", lambda r: r.data.filters),
+                      ("data.sampling", lambda r: r.data.sampling), ("train.batch_tokens", lambda r: r.train.batch_tokens),
                       ("train.pool_size", lambda r: r.train.pool_size)):
         yield name, get(saved), get(new)
 
