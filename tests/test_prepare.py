@@ -428,3 +428,29 @@ def test_data_prepared_pointing_nowhere_is_one_line(folder: Path):
     src, tgt = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
     with pytest.raises(UsageError, match=r"data.prepared: .*nocache: no tx prepare cache there; run tx prepare"):
         training_stream(recipe, src, tgt, prefetch=False)
+
+
+def test_training_from_the_cache_mixes_a_corpus_of_two_halves_from_the_first_batches(built):
+    """The cache keeps file order; training takes its pools from the schedule over the whole of
+    it, so a corpus made of two halves trains on both from the first batches."""
+    from txcli.commands.run import load_tokenizers
+    from txcli.commands.train_data import training_stream
+
+    recipe, _ = built
+    recipe = load(recipe.run_dir.parent / "recipe.yaml", "train.pool_size=40", "data.train.0.weight=1")
+    (clean,) = [c for c in open_cache(recipe).corpora if c.name == "clean"]
+    pairs = clean.take(np.arange(len(clean)))
+    half = {}
+    for i in range(len(clean)):
+        s0 = pairs.src_start[i]
+        half.setdefault(tuple(pairs.src_ids[s0:s0 + pairs.src_len[i]].tolist()), i < len(clean) // 2)
+    src, tgt = load_tokenizers(recipe.run_dir, recipe.tokenizer.joint)
+    stream = training_stream(recipe, src, tgt, prefetch=False)
+    halves = set()
+    for batch, _ in itertools.islice(stream.epoch(1), 3):
+        for row in batch.src.tolist():
+            ids = tuple(i for i in row if i not in (0, 3))
+            if ids in half:
+                halves.add(half[ids])
+    stream.close()
+    assert halves == {True, False}

@@ -96,3 +96,18 @@ def test_cli_recipe_check_prints_resolved_recipe(tiny_recipe: Path):
 def test_missing_recipe_file(tmp_path: Path):
     result = run_tx("recipe", "check", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2 and "recipe not found" in result.stderr
+
+
+def test_set_reaches_into_a_list_of_corpora(tmp_path: Path):
+    from txcli.schema import load_recipe
+
+    for name in ("a.src", "a.tgt", "b.src", "b.tgt", "v.src", "v.tgt"):
+        (tmp_path / name).write_text("x\n", encoding="utf-8")
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\nrun_dir: run\ndata:\n  train:\n    - {name: a, src: a.src, tgt: a.tgt}\n"
+                    "    - {name: b, src: b.src, tgt: b.tgt}\n  valid: {src: v.src, tgt: v.tgt}\n", encoding="utf-8")
+    r = load_recipe(path, ["data.train.1.weight=3", "data.train.0.tag=<x>"])
+    assert [(c.name, c.weight, c.tag) for c in r.data.train] == [("a", 1.0, "<x>"), ("b", 3.0, None)]
+    with pytest.raises(UsageError, match=r"--set data.train.2.weight: 'train' is a list of 2 in .*r.yaml; "
+                                         r"name an item by its number, 0 to 1"):
+        load_recipe(path, ["data.train.2.weight=3"])

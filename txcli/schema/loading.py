@@ -100,14 +100,35 @@ def _apply_override(raw: dict, item: str, path: Path) -> None:
     except yaml.YAMLError:
         value = text
     node = raw
-    for part in parts[:-1]:
+    for part, after in zip(parts[:-1], parts[1:]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+        if isinstance(child, list):  # data.train's corpora: --set data.train.1.weight=2
+            if not after.isdigit() or int(after) >= len(child):
+                raise UsageError(f"--set {key}: '{part}' is a list of {len(child)} in {path}; "
+                                 f"name an item by its number, 0 to {len(child) - 1}")
+            child = node[part] = _ListView({str(i): item for i, item in enumerate(child)})
         if not isinstance(child, dict):
             raise UsageError(f"--set {key}: '{part}' is not a section in {path}")
         node = child
     node[parts[-1]] = value
+    _lists_back(raw)
+
+
+class _ListView(dict):
+    """A list seen as {"0": item, ...} while an override walks into it; _lists_back undoes it."""
+
+
+def _lists_back(node) -> None:
+    if isinstance(node, dict):
+        for k, v in list(node.items()):
+            if isinstance(v, _ListView):
+                node[k] = [v[str(i)] for i in range(len(v))]
+            _lists_back(node[k])
+    elif isinstance(node, list):
+        for v in node:
+            _lists_back(v)
 
 
 def _resolve_paths(recipe: Recipe, base: Path, origin: Path) -> None:
