@@ -161,6 +161,16 @@ class Translate:
         self.outputs = sink.getvalue().decode().splitlines()
         return len(self.texts) / wall, 1000 * cpu / len(self.texts)
 
+    def groups(self, size: int) -> float:
+        """Sentences/s decoding the lines `size` at a time, as they come (one translate_lines
+        call each): what batches of `size` one-sentence requests can reach, the server aside."""
+        from txcli.translation import translate_lines
+
+        start = time.perf_counter()
+        for i in range(0, len(self.texts), size):
+            translate_lines(self.engine, self.texts[i:i + size], self.engine.max_len)
+        return len(self.texts) / (time.perf_counter() - start)
+
     def one_sentence(self, count: int) -> tuple[float, float]:
         """One sentence's decoding time, one at a time: (p50, p99) seconds."""
         from txcli.translation import translate_lines
@@ -220,17 +230,20 @@ def throughput(args, texts: list[str]) -> None:
     one_p50, one_p99 = base.one_sentence(args.latency_requests)
     print(f"tx translate (in-process, {len(texts)} sentences): {rate:.1f} sent/s, {cpu:.1f} CPU ms a sentence; "
           f"one sentence alone: p50 {one_p50 * 1000:.1f} ms, p99 {one_p99 * 1000:.1f} ms")
-    print("tx translate is measured again before each row (its sent/s: 'translate'); CPU ms a sentence: "
-          "the server process (all threads), its decoding thread, the load generator (this process)")
+    print("tx translate is measured again before each row (its sent/s: 'translate'), and so are the lines "
+          "decoded in groups of as many as there are clients, in this process ('groups': the most that batches "
+          "of that many requests can reach); CPU ms a sentence: the server process (all threads), its decoding "
+          "thread, the load generator (this process)")
     trees = {"this": ROOT, **({"compare": args.compare.resolve()} if args.compare else {})}
-    print("server  max-wait-ms clients  sent/s  translate  x translate  p50 ms  p99 ms  mean ms  decode ms  "
-          "req/batch  server cpu  decoding  client cpu  same outputs")
+    print("server  max-wait-ms clients  sent/s  translate  x translate  groups  x groups  p50 ms  p99 ms  mean ms  "
+          "decode ms  req/batch  server cpu  decoding  client cpu  same outputs")
     best32 = dict.fromkeys(trees, 0.0)
     for wait in args.waits.split(","):
         servers = {name: start_server(args.run, "--max-wait-ms", wait, tree=tree) for name, tree in trees.items()}
         for clients in map(int, args.clients.split(",")):
             sent = texts[:args.latency_requests] if clients == 1 else texts
             now = (rate, cpu) if clients == 1 else base.measure()
+            ceiling = base.groups(clients) if clients > 1 else None
             for name, server in servers.items():
                 if clients == 1:  # a blank line is answered without decoding: what HTTP and JSON cost
                     blank = asyncio.run(load(server[1], server[2], [""] * args.latency_requests, 1))
@@ -239,8 +252,9 @@ def throughput(args, texts: list[str]) -> None:
                 r = serve_once(server, sent, clients, base.outputs)
                 if clients >= 32:
                     best32[name] = max(best32[name], r["rate"])
+                vs_groups = f"{ceiling:7.1f} {r['rate'] / ceiling:8.2f}x" if ceiling else f"{'-':>7} {'-':>9}"
                 print(f"{name:<7} {wait:>11} {clients:>7} {r['rate']:7.1f} {now[0]:10.1f} {r['rate'] / now[0]:11.2f}x "
-                      f"{r['p50'] * 1000:7.1f} {r['p99'] * 1000:7.1f} {r['mean'] * 1000:8.1f} {r['decode_ms']:10.1f} "
+                      f"{vs_groups} {r['p50'] * 1000:7.1f} {r['p99'] * 1000:7.1f} {r['mean'] * 1000:8.1f} {r['decode_ms']:10.1f} "
                       f"{r['per_batch']:10.1f} {r['server_cpu']:11.1f} {r['decode_cpu']:>9} {r['client_cpu'] * 1000 / len(sent):11.2f}  "
                       f"{r['same']}/{len(sent)}", flush=True)
         for name, server in servers.items():
