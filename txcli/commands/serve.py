@@ -4,7 +4,8 @@ and the service's metrics (txcli/commands/http_app.py is the HTTP layer over thi
 A request's lines are encoded where they arrive (the tokenizer is fast and the token count sizes
 the batch) and queued as one Job. One batcher thread per model takes the jobs that have arrived,
 up to `max_batch_tokens` source tokens or until the oldest has waited `max_wait_ms` (counted
-from when the decoder became free, see _take), runs ONE
+from when the decoder became free, see _take) or the requests the last decode answered are back
+(_ready), runs ONE
 `engine.translate_rows` over all their rows (the engine sorts them by length and cuts its own
 token-budget batches, as for `tx translate`), and hands every job its own lines back in order.
 Decoding thus runs on that thread, never on the server's event loop, which keeps accepting.
@@ -195,7 +196,8 @@ class Model:
 
     def _take(self) -> Optional[list[Job]]:
         """The next batch: the oldest job and those after it that decode alike, within the token
-        budget, once the budget is full or the oldest has waited max_wait_ms. None: closed."""
+        budget, once the budget is full, the oldest has waited max_wait_ms, or the last decode's
+        requests are back (_ready). None: closed."""
         budget, wait = self.limits.max_batch_tokens, self.limits.max_wait_ms / 1000
         with self.cond:
             while True:
