@@ -2,9 +2,18 @@
 latency at one client against the decoding time of one sentence, and memory under a flood.
 
     python bench/serve_load.py /tmp/golden/run [--requests 200] [--threads 1] [--waits 0,5,20] [--clients 1,8,32,128]
+                               [--compare /path/to/another/checkout]
 
 - `tx translate`'s figure is its own code (translate_stream over the same sentences, chunked and
-  batched as the command does) in this process, timed without the model load: the ceiling.
+  batched as the command does) in this process, timed without the model load: the ceiling. It is
+  measured again before each row (the machine's load moves), and so are the same lines decoded
+  in groups of as many sentences as there are clients ('groups'): N one-sentence clients make
+  batches of at most N, so that is what the server can reach at best; 'x groups' is what the
+  server keeps of it.
+- --compare: the server of another checkout (run with its .venv's python where it has one) gets
+  the same loads, row by row after this one's: a before/after in one run.
+- CPU a sentence, from /proc and the server's tx_serve_decode_cpu_seconds_total: the server
+  process (all threads), its decoding thread, and the load generator (this process, all of it).
 - each server is the real command (`python -m txcli serve RUN --port 0 ...`), one per
   --max-wait-ms; every client is a coroutine with one keep-alive connection sending one sentence
   per request (`/v1/translate`), the next when the answer is in; a bounded number of requests,
@@ -17,8 +26,9 @@ latency at one client against the decoding time of one sentence, and memory unde
 - flood: --max-queue 32; 10,000 requests from 256 connections; the server's RSS sampled from
   /proc every 20 ms (VmRSS), and its VmHWM.
 
-The load generator shares the machine with the server (Python, one core's worth at most), and
-on a shared machine the figures move between runs: compare within one run.
+The load generator shares the machine with the server (raw HTTP/1.1 on asyncio streams: under
+0.1 CPU ms a request, its own column), and on a shared machine the figures move between runs:
+compare within one run.
 """
 
 from __future__ import annotations
