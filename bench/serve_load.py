@@ -2,9 +2,18 @@
 latency at one client against the decoding time of one sentence, and memory under a flood.
 
     python bench/serve_load.py /tmp/golden/run [--requests 200] [--threads 1] [--waits 0,5,20] [--clients 1,8,32,128]
+                               [--compare /path/to/another/checkout]
 
 - `tx translate`'s figure is its own code (translate_stream over the same sentences, chunked and
-  batched as the command does) in this process, timed without the model load: the ceiling.
+  batched as the command does) in this process, timed without the model load: the ceiling. It is
+  measured again before each row (the machine's load moves), and so are the same lines decoded
+  in groups of as many sentences as there are clients ('groups'): N one-sentence clients make
+  batches of at most N, so that is what the server can reach at best; 'x groups' is what the
+  server keeps of it.
+- --compare: the server of another checkout (run with its .venv's python where it has one) gets
+  the same loads, row by row after this one's: a before/after in one run.
+- CPU a sentence, from /proc and the server's tx_serve_decode_cpu_seconds_total: the server
+  process (all threads), its decoding thread, and the load generator (this process, all of it).
 - each server is the real command (`python -m txcli serve RUN --port 0 ...`), one per
   --max-wait-ms; every client is a coroutine with one keep-alive connection sending one sentence
   per request (`/v1/translate`), the next when the answer is in; a bounded number of requests,
@@ -17,8 +26,9 @@ latency at one client against the decoding time of one sentence, and memory unde
 - flood: --max-queue 32; 10,000 requests from 256 connections; the server's RSS sampled from
   /proc every 20 ms (VmRSS), and its VmHWM.
 
-The load generator shares the machine with the server (Python, one core's worth at most), and
-on a shared machine the figures move between runs: compare within one run.
+The load generator shares the machine with the server (raw HTTP/1.1 on asyncio streams: under
+0.1 CPU ms a request, its own column), and on a shared machine the figures move between runs:
+compare within one run.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import json
 import statistics
 import subprocess
@@ -39,11 +50,15 @@ sys.path.insert(0, str(ROOT))
 
 
 THREADS = ["--threads", "1"]
+TICK = os.sysconf("SC_CLK_TCK")
 
 
-def start_server(run: Path, *flags: str):
-    proc = subprocess.Popen([sys.executable, "-m", "txcli", "serve", str(run), "--port", "0", *THREADS, *flags],
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+def start_server(run: Path, *flags: str, tree: Path = ROOT):
+    """`tx serve` of this checkout, or of another one (--compare: its .venv's python where it
+    has one), on a free port; returns once it is ready."""
+    python = tree / ".venv/bin/python" if tree != ROOT and (tree / ".venv/bin/python").exists() else Path(sys.executable)
+    proc = subprocess.Popen([str(python), "-m", "txcli", "serve", str(run.resolve()), "--port", "0", *THREADS, *flags],
+                            stderr=subprocess.PIPE, text=True, cwd=tree)
     host = port = None
     for line in proc.stderr:
         if "listening on" in line:
@@ -54,6 +69,12 @@ def start_server(run: Path, *flags: str):
         raise SystemExit(f"the server did not start: {proc.stderr.read()}")
     threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep the pipe drained
     return proc, host, int(port)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def stop_server(proc) -> int:
@@ -96,22 +117,27 @@ async def load(host: str, port: int, texts: list[str], clients: int) -> dict:
                 answers[i] = hyps[0]["text"] if hyps else ""
         writer.close()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(client() for _ in range(clients)))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     latencies.sort()
-    return {"wall": wall, "rate": len(texts) / wall, "statuses": statuses, "answers": answers,
+    return {"wall": wall, "rate": len(texts) / wall, "statuses": statuses, "answers": answers, "client_cpu": cpu,
             "mean": statistics.fmean(latencies),
             "p50": latencies[len(latencies) // 2], "p99": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
 def scrape(host: str, port: int) -> dict:
-    """The server's unlabelled metric lines (histogram sums and counts among them)."""
+    """The server's metrics by name, labelled series summed (histogram sums and counts among them)."""
     import urllib.request
 
     text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=60).read().decode()
-    return {k: float(v) for k, v in (line.split() for line in text.splitlines()
-                                     if line and not line.startswith("#") and "{" not in line)}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and 'le="' not in line:
+            name, value = line.rsplit(" ", 1)
+            name = name.split("{")[0]
+            out[name] = out.get(name, 0.0) + float(value)
+    return out
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
@@ -121,26 +147,51 @@ def rss_kib(pid: int, field: str = "VmRSS") -> int:
     return 0
 
 
-def baseline(run: Path, texts: list[str], threads: int, singles_count: int) -> tuple[float, list[str], float, float]:
-    """tx translate's sentences/s on these lines, its outputs, and one sentence's decode time (p50, p99)."""
-    from txcli.commands.translate import Formatter, translate_stream
-    from txcli.engines import open_engine
-    from txcli.options import DecodeOptions
-    from txcli.translation import translate_lines
+class Translate:
+    """`tx translate` in this process (the engine loaded once): sentences/s and CPU per sentence
+    on the same lines, measured again next to every server measurement."""
 
-    engine = open_engine("torch", run, DecodeOptions(), "cpu", threads)
-    source, sink = io.BytesIO(("\n".join(texts) + "\n").encode()), io.BytesIO()
-    translate_lines(engine, texts[:8], engine.max_len)  # warm-up, as the server has had its first batches
-    start = time.perf_counter()
-    translate_stream(engine, source, sink, Formatter(engine, "text", False))
-    rate = len(texts) / (time.perf_counter() - start)
-    singles = []
-    for text in texts[:singles_count]:
+    def __init__(self, run: Path, texts: list[str], threads: int):
+        from txcli.engines import open_engine
+        from txcli.options import DecodeOptions
+        from txcli.translation import translate_lines
+
+        self.texts, self.engine = texts, open_engine("torch", run, DecodeOptions(), "cpu", threads)
+        translate_lines(self.engine, texts[:8], self.engine.max_len)  # warm-up, as the server has had its first batches
+        self.outputs: list[str] = []
+
+    def measure(self) -> tuple[float, float]:
+        """(sentences/s, CPU ms per sentence) of translate_stream over the lines."""
+        from txcli.commands.translate import Formatter, translate_stream
+
+        source, sink = io.BytesIO(("\n".join(self.texts) + "\n").encode()), io.BytesIO()
+        start, cpu = time.perf_counter(), time.process_time()
+        translate_stream(self.engine, source, sink, Formatter(self.engine, "text", False))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        self.outputs = sink.getvalue().decode().splitlines()
+        return len(self.texts) / wall, 1000 * cpu / len(self.texts)
+
+    def groups(self, size: int) -> float:
+        """Sentences/s decoding the lines `size` at a time, as they come (one translate_lines
+        call each): what batches of `size` one-sentence requests can reach, the server aside."""
+        from txcli.translation import translate_lines
+
         start = time.perf_counter()
-        translate_lines(engine, [text], engine.max_len)
-        singles.append(time.perf_counter() - start)
-    singles.sort()
-    return rate, sink.getvalue().decode().splitlines(), singles[len(singles) // 2], singles[int(0.99 * (len(singles) - 1))]
+        for i in range(0, len(self.texts), size):
+            translate_lines(self.engine, self.texts[i:i + size], self.engine.max_len)
+        return len(self.texts) / (time.perf_counter() - start)
+
+    def one_sentence(self, count: int) -> tuple[float, float]:
+        """One sentence's decoding time, one at a time: (p50, p99) seconds."""
+        from txcli.translation import translate_lines
+
+        singles = []
+        for text in self.texts[:count]:
+            start = time.perf_counter()
+            translate_lines(self.engine, [text], self.engine.max_len)
+            singles.append(time.perf_counter() - start)
+        singles.sort()
+        return singles[len(singles) // 2], singles[int(0.99 * (len(singles) - 1))]
 
 
 def main() -> None:
@@ -154,6 +205,8 @@ def main() -> None:
     ap.add_argument("--flood", type=int, default=10_000)
     ap.add_argument("--flood-only", action="store_true", help="only the flood (memory) part")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, server and tx translate alike")
+    ap.add_argument("--compare", type=Path, help="another checkout (e.g. main's) whose server is measured "
+                    "in the same run, row by row next to this one's")
     args = ap.parse_args()
     THREADS[1] = str(args.threads)
     texts = args.source.read_text(encoding="utf-8").splitlines()[:args.requests]
@@ -163,38 +216,65 @@ def main() -> None:
         flood(args, texts)
 
 
+def serve_once(server, texts: list[str], clients: int, reference: list[str]) -> dict:
+    """One load on a running server: the client's figures, and from the server's metrics and
+    /proc its batches, decode time and CPU (the whole process, and the decoding thread's)."""
+    proc, host, port = server
+    before, cpu = scrape(host, port), cpu_seconds(proc.pid)
+    r = asyncio.run(load(host, port, texts, clients))
+    cpu, after = cpu_seconds(proc.pid) - cpu, scrape(host, port)
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    batches = delta["tx_serve_decode_seconds_count"]
+    r["decode_ms"] = 1000 * delta["tx_serve_decode_seconds_sum"] / batches
+    r["per_batch"] = delta["tx_serve_batch_requests_sum"] / batches
+    r["server_cpu"] = 1000 * cpu / len(texts)
+    decode_cpu = delta.get("tx_serve_decode_cpu_seconds_total")  # absent from an older server (--compare)
+    r["decode_cpu"] = "-" if decode_cpu is None else f"{1000 * decode_cpu / len(texts):.1f}"
+    r["same"] = sum(a == b for a, b in zip(r["answers"], reference))
+    return r
+
+
 def throughput(args, texts: list[str]) -> None:
-    rate, reference, one_p50, one_p99 = baseline(args.run, texts, args.threads, args.latency_requests)
-    print(f"tx translate (in-process, {len(texts)} sentences): {rate:.1f} sent/s; "
+    base = Translate(args.run, texts, args.threads)
+    rate, cpu = base.measure()
+    one_p50, one_p99 = base.one_sentence(args.latency_requests)
+    print(f"tx translate (in-process, {len(texts)} sentences): {rate:.1f} sent/s, {cpu:.1f} CPU ms a sentence; "
           f"one sentence alone: p50 {one_p50 * 1000:.1f} ms, p99 {one_p99 * 1000:.1f} ms")
-    print("max-wait-ms clients  sent/s  x translate  p50 ms  p99 ms  mean ms  decode ms  req/batch  same outputs")
-    best32 = 0.0
+    print("tx translate is measured again before each row (its sent/s: 'translate'), and so are the lines "
+          "decoded in groups of as many as there are clients, in this process ('groups': the most that batches "
+          "of that many requests can reach); CPU ms a sentence: the server process (all threads), its decoding "
+          "thread, the load generator (this process)")
+    trees = {"this": ROOT, **({"compare": args.compare.resolve()} if args.compare else {})}
+    print("server  max-wait-ms clients  sent/s  translate  x translate  groups  x groups  p50 ms  p99 ms  mean ms  "
+          "decode ms  req/batch  server cpu  decoding  client cpu  same outputs")
+    best32 = dict.fromkeys(trees, 0.0)
     for wait in args.waits.split(","):
-        proc, host, port = start_server(args.run, "--max-wait-ms", wait)
+        servers = {name: start_server(args.run, "--max-wait-ms", wait, tree=tree) for name, tree in trees.items()}
         for clients in map(int, args.clients.split(",")):
             sent = texts[:args.latency_requests] if clients == 1 else texts
-            if clients == 1:  # a blank line is answered without decoding: what HTTP and JSON cost
-                blank = asyncio.run(load(host, port, [""] * args.latency_requests, 1))
-                print(f"{wait:>11} {1:>7}  blank lines (no decoding): p50 {blank['p50'] * 1000:.1f} ms, "
-                      f"p99 {blank['p99'] * 1000:.1f} ms", flush=True)
-            before = scrape(host, port)
-            r = asyncio.run(load(host, port, sent, clients))
-            after = scrape(host, port)
-            batches = after["tx_serve_decode_seconds_count"] - before["tx_serve_decode_seconds_count"]
-            decode_ms = 1000 * (after["tx_serve_decode_seconds_sum"] - before["tx_serve_decode_seconds_sum"]) / batches
-            per_batch = (after["tx_serve_batch_requests_sum"] - before["tx_serve_batch_requests_sum"]) / batches
-            same = sum(a == b for a, b in zip(r["answers"], reference))
-            if clients >= 32:
-                best32 = max(best32, r["rate"])
-            print(f"{wait:>11} {clients:>7} {r['rate']:7.1f} {r['rate'] / rate:11.2f}x {r['p50'] * 1000:7.1f} "
-                  f"{r['p99'] * 1000:7.1f} {r['mean'] * 1000:8.1f} {decode_ms:10.1f} {per_batch:9.1f}  "
-                  f"{same}/{len(sent)}", flush=True)
-        print(f"  exit code after SIGTERM: {stop_server(proc)}")
-    proc, host, port = start_server(args.run, "--max-batch-tokens", "1", "--max-wait-ms", "0")
-    r = asyncio.run(load(host, port, texts, 32))
-    stop_server(proc)
-    print(f"batching off (--max-batch-tokens 1), 32 clients: {r['rate']:.1f} sent/s; "
-          f"best batched at 32+ clients is {best32 / r['rate']:.1f}x that")
+            now = (rate, cpu) if clients == 1 else base.measure()
+            ceiling = base.groups(clients) if clients > 1 else None
+            for name, server in servers.items():
+                if clients == 1:  # a blank line is answered without decoding: what HTTP and JSON cost
+                    blank = asyncio.run(load(server[1], server[2], [""] * args.latency_requests, 1))
+                    print(f"{name:<7} {wait:>11} {1:>7}  blank lines (no decoding): p50 {blank['p50'] * 1000:.1f} ms, "
+                          f"p99 {blank['p99'] * 1000:.1f} ms", flush=True)
+                r = serve_once(server, sent, clients, base.outputs)
+                if clients >= 32:
+                    best32[name] = max(best32[name], r["rate"])
+                vs_groups = f"{ceiling:7.1f} {r['rate'] / ceiling:8.2f}x" if ceiling else f"{'-':>7} {'-':>9}"
+                print(f"{name:<7} {wait:>11} {clients:>7} {r['rate']:7.1f} {now[0]:10.1f} {r['rate'] / now[0]:11.2f}x "
+                      f"{vs_groups} {r['p50'] * 1000:7.1f} {r['p99'] * 1000:7.1f} {r['mean'] * 1000:8.1f} {r['decode_ms']:10.1f} "
+                      f"{r['per_batch']:10.1f} {r['server_cpu']:11.1f} {r['decode_cpu']:>9} {r['client_cpu'] * 1000 / len(sent):11.2f}  "
+                      f"{r['same']}/{len(sent)}", flush=True)
+        for name, server in servers.items():
+            print(f"  {name}: exit code after SIGTERM: {stop_server(server[0])}")
+    for name, tree in trees.items():
+        server = start_server(args.run, "--max-batch-tokens", "1", "--max-wait-ms", "0", tree=tree)
+        r = asyncio.run(load(server[1], server[2], texts, 32))
+        stop_server(server[0])
+        print(f"{name}: batching off (--max-batch-tokens 1), 32 clients: {r['rate']:.1f} sent/s; "
+              f"best batched at 32+ clients is {best32[name] / r['rate']:.1f}x that")
 
 
 def flood(args, texts: list[str]) -> None:

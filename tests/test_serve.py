@@ -218,6 +218,35 @@ def test_32_concurrent_clients_get_their_own_lines_in_order_and_batches_form(run
         assert metric(base, "tx_serve_requests_total", {"endpoint": "v1_translate", "status": "200"}) == 32
 
 
+def test_a_batch_waits_for_the_requests_the_last_one_answered_and_no_longer(run_dir):
+    """--max-wait-ms longer than the test may take: each batch starts because its token budget
+    is full (the first) or because as many requests have come back since the last decode as it
+    answered (the second, of two: not as soon as one is back)."""
+    from txcli.translation import encode_sources, translate_lines
+
+    engine = open_engine("torch", run_dir, DecodeOptions(), "cpu", 1)
+    texts = sentences(run_dir, 10)
+    rows, _ = encode_sources(engine.src_tok, texts, engine.max_len)
+    budget = sum(len(r) for r in rows[:8])  # the first two requests fill it; the next two do not
+    service = Service(Limits(max_batch_tokens=budget, max_wait_ms=10 * WAIT * 1000))
+    model = service.add("run", engine, DecodeOptions())
+    service.ready = True
+    try:
+        first = [model.submit(texts[:4]), model.submit(texts[4:8])]
+        answers = [f.result(WAIT) for f in first]
+        second = [model.submit(texts[8:9])]
+        assert model.waiting() == (1, 1)  # one of two back: it waits for the other
+        second.append(model.submit(texts[9:10]))
+        answers += [f.result(WAIT) for f in second]
+    finally:
+        service.close()
+    batches = service.metrics.histograms["tx_serve_batch_requests"]
+    assert (batches.count, batches.sum) == (2, 4)
+    expected, _ = translate_lines(engine, texts, engine.max_len)
+    got = [h for a in answers for h in a.hyps]
+    assert [h[0].tokens for h in got] == [h[0].tokens for h in expected]
+
+
 # --------------------------------------------------------------------------- refusals
 
 

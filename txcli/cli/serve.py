@@ -75,7 +75,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port (0: any free one; the address is printed)."),
     max_batch_tokens: int = typer.Option(8192, "--max-batch-tokens", min=1, help="Source tokens of all the requests decoded together in one batch."),
-    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, max=60000, help="How long a batch waits for more requests, from the oldest one's arrival or the end of the last decode, whichever is later (0: take what has arrived)."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", min=0, max=60000, help="How long a batch waits for more requests, from the oldest one's arrival or the end of the last decode, whichever is later (0: take what has arrived); it starts sooner once as many requests have come back as the last batch answered."),
     max_lines: int = typer.Option(256, "--max-lines", min=1, help="Sentences per request (more: 413)."),
     max_queue: int = typer.Option(2048, "--max-queue", min=1, help="Sentences waiting per model (more: 503 with Retry-After)."),
     max_request_bytes: int = typer.Option(1 << 20, "--max-request-bytes", min=64, help="Body size of a request (more: 413)."),

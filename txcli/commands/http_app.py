@@ -334,7 +334,9 @@ def start_server(app, sock, drain_seconds: float):
 
     import uvicorn
 
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+    # "auto": httptools' parser and uvloop where installed (the serve extra has them), h11 and
+    # asyncio's loop else; no access log (a line on stderr per request)
+    config = uvicorn.Config(app, loop="auto", http="auto", log_level="warning", access_log=False, lifespan="off",
                             timeout_graceful_shutdown=drain_seconds)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="tx-serve-http", daemon=True)

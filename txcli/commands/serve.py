@@ -4,7 +4,8 @@ and the service's metrics (txcli/commands/http_app.py is the HTTP layer over thi
 A request's lines are encoded where they arrive (the tokenizer is fast and the token count sizes
 the batch) and queued as one Job. One batcher thread per model takes the jobs that have arrived,
 up to `max_batch_tokens` source tokens or until the oldest has waited `max_wait_ms` (counted
-from when the decoder became free, see _take), runs ONE
+from when the decoder became free, see _take) or the requests the last decode answered are back
+(_ready), runs ONE
 `engine.translate_rows` over all their rows (the engine sorts them by length and cuts its own
 token-budget batches, as for `tx translate`), and hands every job its own lines back in order.
 Decoding thus runs on that thread, never on the server's event loop, which keeps accepting.
@@ -95,6 +96,7 @@ class Model:
         self.cond = threading.Condition()
         self.closed = self.draining = False
         self.free_since = 0.0  # when the last decode ended (monotonic)
+        self.answered = 0  # requests the last decode answered
         self.thread = threading.Thread(target=self._run, name=f"tx-serve-batcher-{name}", daemon=True)
         self.thread.start()
 
@@ -179,12 +181,23 @@ class Model:
 
     # ------------------------------------------------------------------ the batcher thread
 
-    def _ready_tokens(self, key) -> int:
-        return sum(j.tokens for j in self.queue if j.key == key and not j.future.cancelled())
+    def _ready(self, key, budget: int) -> bool:
+        """Whether the batch need not wait: the token budget is full, or as many requests have
+        arrived since the last decode ended as it answered (its clients are back: in a closed
+        loop no one else is coming, and waiting longer only idles the decoder)."""
+        tokens = returned = 0
+        for job in self.queue:
+            if job.key == key and not job.future.cancelled():
+                tokens += job.tokens
+                returned += job.arrived >= self.free_since
+                if tokens >= budget or returned >= self.answered > 0:
+                    return True
+        return False
 
     def _take(self) -> Optional[list[Job]]:
         """The next batch: the oldest job and those after it that decode alike, within the token
-        budget, once the budget is full or the oldest has waited max_wait_ms. None: closed."""
+        budget, once the budget is full, the oldest has waited max_wait_ms, or the last decode's
+        requests are back (_ready). None: closed."""
         budget, wait = self.limits.max_batch_tokens, self.limits.max_wait_ms / 1000
         with self.cond:
             while True:
@@ -201,7 +214,7 @@ class Model:
                 # for them merges them with those that queued during the decode. Else two halves
                 # of the clients take turns, each in batches half as big.
                 left = max(first.arrived, self.free_since) + wait - time.monotonic()
-                if left > 0 and not self.draining and self._ready_tokens(first.key) < budget:
+                if left > 0 and not self.draining and not self._ready(first.key, budget):
                     self.cond.wait(left)  # woken by each new job: the budget may be full now
                     continue
                 break
@@ -225,8 +238,6 @@ class Model:
                 break
             if batch:
                 self._decode(batch)
-                with self.cond:
-                    self.free_since = time.monotonic()
         with self.cond:  # closed: whatever is still queued is refused
             for job in self.queue:
                 if job.future.set_running_or_notify_cancel():
@@ -234,26 +245,35 @@ class Model:
             self.queue.clear()
             self.queued_lines = 0
 
+    def _free(self, answered: int) -> None:
+        """The decoder is free: noted before the answers go out, so that a request sent back
+        at once counts as come back (see _ready)."""
+        with self.cond:
+            self.free_since, self.answered = time.monotonic(), answered
+
     def _decode(self, batch: list[Job]) -> None:
         m, label = self.metrics, (("model", self.name),)
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.thread_time()
         for job in batch:
             m.observe("tx_serve_queue_wait_seconds", start - job.arrived)
         rows = [r for job in batch for r in job.rows]
         try:
             hyps = batch[0].engine.translate_rows(rows)
         except Exception as err:  # a bug or an engine failure: the requests fail, the server goes on
+            self._free(len(batch))
             traceback.print_exc(file=sys.stderr)
             for job in batch:
                 job.future.set_exception(ServeError("decode_failed", f"decoding failed ({type(err).__name__}); "
                                                     "see the server's log"))
             return
         m.observe("tx_serve_decode_seconds", time.monotonic() - start)
+        m.inc("tx_serve_decode_cpu_seconds_total", label, time.thread_time() - cpu)
         m.observe("tx_serve_batch_requests", len(batch))
         m.observe("tx_serve_batch_sentences", len(rows))
         m.inc("tx_serve_batches_total", label)
         m.inc("tx_serve_source_tokens_total", label, sum(job.tokens for job in batch))
         m.inc("tx_serve_target_tokens_total", label, sum(len(h[0].tokens) for h in hyps if h))
+        self._free(len(batch))
         at = 0
         for job in batch:
             job.future.set_result(job.answer(hyps[at:at + len(job.rows)]))

@@ -24,6 +24,8 @@ KNOWN = {
     "tx_serve_batches_total": ("counter", "Batched decodes run, by model", None),
     "tx_serve_source_tokens_total": ("counter", "Source subword tokens decoded (</s> counted)", None),
     "tx_serve_target_tokens_total": ("counter", "Target subword tokens of the best hypotheses", None),
+    "tx_serve_decode_cpu_seconds_total": ("counter", "CPU time of the decoding thread in its batched decodes "
+                                          "(torch's own worker threads not counted)", None),
     "tx_serve_batch_requests": ("histogram", "Requests per batched decode", COUNTS),
     "tx_serve_batch_sentences": ("histogram", "Sentences per batched decode", COUNTS),
     "tx_serve_queue_wait_seconds": ("histogram", "Time from arrival to the start of its decode", SECONDS),
