@@ -9,12 +9,12 @@ import's own cost. The issue's Numbers section (issue 20).
    sentencepiece vocabulary of 8,000 per side) in Marian's layout (post-norm, SiLU, output bias),
    trained briefly so its outputs have natural lengths; exported with `tx export huggingface`,
    then imported back with `tx import marian` (timed: wall time and peak memory of the whole
-   process). Every decoder below reads these same weights. The training pairs are the demo corpus
-   and the real English -> German gettext corpus (bench/gettext_corpus.py, from this machine's
-   catalogs): the demo sentences are learnt in a few hundred steps, so outputs end where they
-   should, and the gettext side fills the 8,000-piece vocabularies (the demo corpus alone has
-   ~1,000 words a side). Training stops at validation BLEU 20 on the demo, --train-steps or
-   --train-minutes, whichever comes first.
+   process). Every decoder below reads these same weights. The tokenizers are trained on the demo
+   corpus and the real English -> German gettext corpus (bench/gettext_corpus.py, from this
+   machine's catalogs), which fills the 8,000-piece vocabularies (the demo corpus alone has ~1,000
+   words a side); the model on the demo pairs alone, learnt in the fewest steps, so that outputs
+   end where they should. Training stops at validation BLEU 20, --train-steps or --train-minutes,
+   whichever comes first.
 2. Decoding of the first --sentences lines of data/demo/test.src, beam 4, no length penalty, at
    most floor(1.2 x source + 10) tokens and </s>, --threads threads each (default: all cores):
    transformers' generate (batches of 32 sentences of similar length, the sentences sorted by
@@ -24,6 +24,10 @@ import's own cost. The issue's Numbers section (issue 20).
    memory, the outputs' mean length in words against the references', and how many outputs equal
    generate's. --rounds 2 runs the decoders a second time in reverse order, so a machine's load
    falls on both sides alike; the table shows each decoder's best round.
+   --min-len N forbids </s> before N tokens in every decoder alike (transformers' min_new_tokens),
+   and --max-len-a/--max-len-b set the limit (a x source + b): for weights whose training stopped
+   before they learnt where sentences end, `--min-len 1000 --max-len-a 1 --max-len-b 0` holds every
+   output to its source's length (transformers and CTranslate2: the longest source's of its batch).
    --scale tiny makes everything small, to check the script itself in a minute.
 
 Prints a table and one JSON line. Anchor (CTranslate2's published table, 4 threads): OPUS-MT via
@@ -60,7 +64,7 @@ data:
   max_len: 64
 tokenizer: {{kind: sentencepiece, vocab_size: {vocab}, joint: false}}
 model: {model}
-train: {{batch_tokens: 2048, lr: 7.0e-4, warmup: 100, max_steps: {steps}, max_minutes: {minutes},
+train: {{batch_tokens: 1024, lr: 1.0e-3, warmup: 50, max_steps: {steps}, max_minutes: {minutes},
         eval_every: {eval_every}, valid_max_sentences: 100, stop_at: {{metric: bleu, value: 20}},
         early_stop: null, compile: false, precision: auto, threads: {threads}}}
 decode: {{beam: 4, alpha: 0.0}}
@@ -74,9 +78,10 @@ from pathlib import Path
 from txcli.engines import open_engine
 from txcli.options import DecodeOptions
 from txcli.translation import encode_sources
-run, engine, precision, threads, src, out = sys.argv[1:7]
+run, engine, precision, threads, min_len, len_a, len_b, src, out = sys.argv[1:10]
 lines = Path(src).read_text(encoding="utf-8").splitlines()
-opts = DecodeOptions(beam=4, alpha=0.0, max_len_a=1.2, max_len_b=10, precision=precision)
+opts = DecodeOptions(beam=4, alpha=0.0, max_len_a=float(len_a), max_len_b=int(len_b), min_len=int(min_len),
+                     precision=precision)
 translator = open_engine(engine, Path(run), opts, "cpu", int(threads))
 rows, _ = encode_sources(translator.src_tok, lines, translator.max_len)
 start = time.perf_counter()
@@ -95,7 +100,7 @@ import json, sys, time
 import torch
 from pathlib import Path
 from transformers import MarianMTModel, MarianTokenizer
-hf, threads, src, out = sys.argv[1:5]
+hf, threads, min_len, len_a, len_b, src, out = sys.argv[1:8]
 torch.set_num_threads(int(threads))
 lines = Path(src).read_text(encoding="utf-8").splitlines()
 model, tok = MarianMTModel.from_pretrained(hf).eval(), MarianTokenizer.from_pretrained(hf)
@@ -108,8 +113,9 @@ with torch.inference_mode():
         part = order[i:i + 32]
         batch = tok([lines[j] for j in part], padding=True, return_tensors="pt")
         longest = int(batch["attention_mask"].sum(1).max())
-        limit = int(1.2 * longest + 10) + 1
-        ids = model.generate(**batch, num_beams=4, length_penalty=0.0, max_new_tokens=limit)
+        limit = int(float(len_a) * longest + int(len_b)) + 1
+        ids = model.generate(**batch, num_beams=4, length_penalty=0.0, max_new_tokens=limit,
+                             min_new_tokens=min(int(min_len), limit - 1))  # as tx: the limit wins
         tokens += int(((ids[:, 1:] != model.config.pad_token_id)).sum())
         for j, text in zip(part, tok.batch_decode(ids, skip_special_tokens=True)):
             texts[j] = text
@@ -146,10 +152,10 @@ def tx(*args: str) -> list[str]:
     return [PYTHON, "-m", "txcli", *args]
 
 
-def training_pairs(work: Path, env: dict) -> Path:
+def vocabulary_pairs(work: Path, env: dict) -> Path:
     """The demo corpus and, where this machine has German catalogs, the gettext corpus, in one
-    directory; validation on the demo's."""
-    out = work / "data"
+    directory: what the tokenizers are trained on."""
+    out = work / "vocabulary-data"
     if (out / "train.tgt").is_file():
         return out
     out.mkdir(parents=True, exist_ok=True)
@@ -159,25 +165,29 @@ def training_pairs(work: Path, env: dict) -> Path:
     for side, ext in (("src", "en"), ("tgt", "de")):
         text = (demo / f"train.{side}").read_text(encoding="utf-8")
         extra = gettext / f"train.{ext}"
-        if extra.is_file():  # no catalogs: the demo alone, a smaller vocabulary (say so below)
+        if extra.is_file():  # no catalogs: the demo alone, a smaller vocabulary (the table says which)
             text += extra.read_text(encoding="utf-8")
-        (out / f"valid.{side}").write_text(
-            "".join((demo / f"valid.{side}").read_text(encoding="utf-8").splitlines(True)[:200]), encoding="utf-8")
         (out / f"train.{side}").write_text(text, encoding="utf-8")
+        (out / f"valid.{side}").write_bytes((demo / f"valid.{side}").read_bytes())
     return out
 
 
 def train_weights(a, work: Path, env: dict) -> Path:
+    """Tokenizers from the demo + gettext pairs, then the model on the demo pairs alone: the easy
+    pairs teach it where sentences end in the fewest steps."""
     trained = work / "trained"
     if not (trained / "model.safetensors").is_file():
         model, vocab = SCALES[a.scale]
-        data = training_pairs(work, env)
-        recipe = work / "recipe.yaml"
-        recipe.write_text(RECIPE.format(run_dir=trained, data=data, vocab=vocab, model=model, steps=a.train_steps,
-                                        minutes=a.train_minutes, eval_every=min(50, a.train_steps),
-                                        threads=a.threads), encoding="utf-8")
+        for name, data in (("vocabulary", vocabulary_pairs(work, env)), ("model", ROOT / "data" / "demo")):
+            recipe = work / f"recipe-{name}.yaml"
+            recipe.write_text(RECIPE.format(run_dir=trained, data=data, vocab=vocab, model=model, steps=a.train_steps,
+                                            minutes=a.train_minutes, eval_every=min(50, a.train_steps),
+                                            threads=a.threads), encoding="utf-8")
+        if not (trained / "tgt_tokenizer.json").is_file():
+            print("training the tokenizers ...", file=sys.stderr)
+            run(tx("train-tokenizer", str(work / "recipe-vocabulary.yaml")), env)
         print(f"training {a.scale} weights: at most {a.train_steps} steps, {a.train_minutes} min ...", file=sys.stderr)
-        run(tx("train", str(recipe)), env)
+        run(tx("train", str(work / "recipe-model.yaml")), env)
     return trained
 
 
@@ -191,6 +201,8 @@ def decode_rows(a, cases, work: Path, env: dict) -> list[dict]:
             wall, peak, stdout = measure(args + [str(out)], env)
             inner = json.loads(stdout.strip().splitlines()[-1])
             texts = out.read_text(encoding="utf-8").splitlines()
+            print(f"  {name}: process {wall:.1f} s, decoding {inner['seconds']:.1f} s, {inner['tokens']} tokens, "
+                  f"peak {peak:.0f} MB", file=sys.stderr)
             results[name].append({"process_s": round(wall, 2), "decode_s": round(inner["seconds"], 2),
                                   "tokens_per_s": round(inner["tokens"] / inner["seconds"], 1),
                                   "peak_mb": round(peak), "output_tokens": inner["tokens"],
@@ -215,6 +227,10 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=400)
     ap.add_argument("--train-minutes", type=float, default=25)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--min-len", type=int, default=0,
+                    help="no </s> before this many tokens, for every decoder (weights that stop too early)")
+    ap.add_argument("--max-len-a", type=float, default=1.2)
+    ap.add_argument("--max-len-b", type=int, default=10)
     ap.add_argument("--scale", choices=sorted(SCALES), default="marian")
     a = ap.parse_args()
     work = Path(a.work)
@@ -237,11 +253,14 @@ def main() -> None:
     refs = (demo / "test.tgt").read_text(encoding="utf-8").splitlines()[: a.sentences]
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
     # the CTranslate2 engine converts a run on first use: done here, outside the timings
-    run(tx("translate", str(imported), "--engine", "ctranslate2", "-i", str(src), "--max-len-b", "1"), env)
-    cases = [("transformers generate", [PYTHON, "-c", HF_DECODE, str(hf), str(a.threads), str(src)])]
+    one = work / "one.txt"
+    one.write_text(lines[0] + "\n", encoding="utf-8")
+    run(tx("translate", str(imported), "--engine", "ctranslate2", "-i", str(one), "--max-len-b", "1"), env)
+    lengths = (str(a.min_len), str(a.max_len_a), str(a.max_len_b))
+    cases = [("transformers generate", [PYTHON, "-c", HF_DECODE, str(hf), str(a.threads), *lengths, str(src)])]
     for engine, precision in (("torch", "fp32"), ("torch", "int8"), ("ctranslate2", "fp32"), ("ctranslate2", "int8")):
         cases.append((f"tx {engine} {precision}",
-                      [PYTHON, "-c", TX_DECODE, str(imported), engine, precision, str(a.threads), str(src)]))
+                      [PYTHON, "-c", TX_DECODE, str(imported), engine, precision, str(a.threads), *lengths, str(src)]))
     rows = decode_rows(a, cases, work, env)
     report(a, rows, refs, import_wall, import_peak, hf)
 
@@ -259,7 +278,7 @@ def report(a, rows: list[dict], refs: list[str], import_wall: float, import_peak
               f"{r['same_as_generate']:>9}")
     print(f"vocabularies {vocab[0]:,} / {vocab[1]:,}; references: {ref_words} words a sentence; "
           f"import: {import_wall:.1f} s, peak {import_peak:.0f} MB")
-    print(json.dumps({"scale": a.scale, "threads": a.threads, "sentences": len(refs), "rows": rows,
+    print(json.dumps({"scale": a.scale, "threads": a.threads, "min_len": a.min_len, "max_len": [a.max_len_a, a.max_len_b], "sentences": len(refs), "rows": rows,
                       "reference_words": ref_words, "import_s": round(import_wall, 2),
                       "import_peak_mb": round(import_peak), "vocabularies": vocab}))
 
