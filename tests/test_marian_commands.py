@@ -106,3 +106,38 @@ def test_evaluate_attention_and_inspect_run(marian_run, tmp_path):
     assert npz.returncode == 0 and (tmp_path / "a.npz").is_file() and (tmp_path / "p.png").exists(), npz.stderr
     inspected = run_tx("inspect", run)
     assert inspected.returncode == 0 and "norm=post" in inspected.stdout and "activation=silu" in inspected.stdout
+    assert "imported from" in inspected.stdout and str((root / "hf").resolve()) in inspected.stdout.replace("\n", "")
+    as_json = json.loads(run_tx("inspect", run, "--json").stdout)
+    assert as_json["imported"]["source"] == str((root / "hf").resolve())
+    assert as_json["imported"]["files"]["model.safetensors"]["sha256"] and as_json["imported"]["weights"] == "model.safetensors"
+
+
+FINETUNE = """\
+name: ft
+run_dir: {run_dir}
+data:
+  train: {{src: {data}/train.src, tgt: {data}/train.tgt}}
+  valid: {{src: {data}/train.src, tgt: {data}/train.tgt}}
+  max_len: 32
+train: {{init_from: {source}, batch_tokens: 256, max_steps: 4}}
+"""
+
+
+def test_recipe_check_estimates_the_model_it_starts_from(marian_run, tmp_path):
+    """A fine-tuning recipe that leaves the model section out: `recipe check` shows and estimates
+    the imported run's model, not the default one; with no source to read, it says so."""
+    from .conftest import make_corpus
+
+    make_corpus(tmp_path, n=20)
+    recipe = tmp_path / "ft.yaml"
+    recipe.write_text(FINETUNE.format(run_dir=tmp_path / "ft", data=tmp_path, source=marian_run / "run"), encoding="utf-8")
+    checked = run_tx("recipe", "check", str(recipe))
+    assert checked.returncode == 0, checked.output
+    params = json.loads(run_tx("inspect", str(marian_run / "run"), "--json").stdout)["total_params"]
+    assert "activation: silu" in checked.stdout and f"{params:,} parameters" in checked.stderr
+
+    recipe.write_text(FINETUNE.format(run_dir=tmp_path / "ft", data=tmp_path, source=tmp_path / "nothing"), encoding="utf-8")
+    unread = run_tx("recipe", "check", str(recipe))
+    assert unread.returncode == 0, unread.output
+    assert "memory not estimated: the model and tokenizer section(s) are left out" in unread.stderr.replace("\n", " ")
+    assert "parameters" not in unread.stderr and "no such run" in unread.stderr

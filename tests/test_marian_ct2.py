@@ -34,5 +34,9 @@ def test_ctranslate2_decodes_as_torch_on_an_imported_run(tmp_path, shape):
         torch_out = tx("translate", *common, "--beam", beam)
         ct2_out = tx("translate", *common, "--beam", beam, "--engine", "ctranslate2")
         assert ct2_out == torch_out and len(torch_out.splitlines()) == len(SOURCES)
+    # a minimum length past the limit: the limit wins in both engines (CTranslate2 alone would refuse it)
+    at_limit = tx("translate", *common, "--beam", "2", "--min-len", "50", "--engine", "ctranslate2")
+    assert at_limit == tx("translate", *common, "--beam", "2", "--min-len", "50")
+    assert [len(line.split()) for line in at_limit.splitlines() if line] == [12] * 5
     info = (tmp_path / "run" / "ctranslate2" / "tx_export.json").read_text()
     assert '"activation": "silu"' in info

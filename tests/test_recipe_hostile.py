@@ -349,7 +349,8 @@ def test_parameter_count_matches_the_model(tiny_recipe: Path):
     from txcli.commands.run import model_config
     from txcli.model import Seq2SeqTransformer
 
-    for sets in ([], ["model.tie_embeddings=false"], ["tokenizer.joint=false", "model.norm=post"]):
+    for sets in ([], ["model.tie_embeddings=false"], ["tokenizer.joint=false", "model.norm=post"],
+                 ["model.output_bias=true"]):
         r = load_recipe(tiny_recipe, sets)
         v = r.tokenizer.vocab_size
         model = Seq2SeqTransformer(model_config(r, v, v))

@@ -96,6 +96,8 @@ def run_summary(out: Console, s) -> None:
     out.print(recipe)
     if s.init_from:
         out.print(f"[bold]initialised from[/] {escape(s.init_from)}")
+    if s.imported:
+        out.print(f"[bold]imported from[/] {escape(_import_line(s.imported))}")
     if s.vocab:
         joint = " (joint)" if s.vocab["joint"] else ""
         out.print(f"[bold]vocabulary[/]: source {s.vocab['source']:,}, target {s.vocab['target']:,}{joint}")
@@ -117,6 +119,19 @@ def run_summary(out: Console, s) -> None:
             out.print(f"  {c.name}{step}{': ' + scores if scores else ''}")
     for note in s.notes:
         out.print(f"[yellow]{escape(note)}[/]")
+
+
+def _import_line(record: dict) -> str:
+    """import.json in one line: the source directory, its weights file, when, what wrote it."""
+    parts = [str(record.get("source", "?"))]
+    files = record.get("files")
+    if isinstance(files, dict) and files:
+        parts.append(f"{record.get('weights', '?')} and {len(files) - 1} other file(s), sha256 in import.json")
+    if record.get("transformers_version"):
+        parts.append(f"transformers {record['transformers_version']}")
+    if record.get("imported_at"):
+        parts.append(f"at {record['imported_at']}")
+    return "; ".join(parts)
 
 
 def _flat(value, prefix: str = "") -> str:

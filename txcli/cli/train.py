@@ -19,19 +19,38 @@ def recipe_check(
     from ..schema import dump_yaml, memory_estimate
 
     r = load(recipe, set_)
+    problem = _take_from_source(r)  # before the estimate: a left-out model section is the source's
     out.print(dump_yaml(r.to_plain()), markup=False, highlight=False, end="")
+    if problem:  # the source run may be trained after the check: a warning here
+        warn(f"{problem}; tx train will refuse this until it is fixed")
+    unknown = [s for s in _MODEL_SECTIONS if s not in r.model_fields_set] if r.train.init_from is not None else []
+    if unknown:
+        err.print(f"[green]ok[/]: {escape(str(recipe))} is valid; run directory {escape(str(r.run_dir))}; "
+                  f"memory not estimated: the {' and '.join(unknown)} section(s) are left out, to be taken "
+                  f"from train.init_from, which cannot be read yet")
+        return
     estimate = memory_estimate(r)
     warn(estimate.warning)
-    if r.train.init_from is not None:  # the source run may be trained after the check: a warning here
-        from ..commands.train import init_source
-        from ..errors import UsageError
-
-        try:
-            init_source(r)
-        except UsageError as e:
-            warn(f"{e}; tx train will refuse this until it is fixed")
     err.print(f"[green]ok[/]: {escape(str(recipe))} is valid; run directory {escape(str(r.run_dir))}; "
               f"{estimate.parameters:,} parameters, training needs about {estimate.total_bytes / (1 << 30):.1f} GiB")
+
+
+_MODEL_SECTIONS = ("model", "tokenizer")  # commands.train.MODEL_SECTIONS (that module imports torch)
+
+
+def _take_from_source(r) -> Optional[str]:
+    """With train.init_from: the model and tokenizer sections a recipe leaves out, filled in from
+    the run it starts from (as tx train does); the source's problem in words, or None."""
+    if r.train.init_from is None:
+        return None
+    from ..commands.train import init_source
+    from ..errors import UsageError
+
+    try:
+        init_source(r)
+    except UsageError as e:
+        return str(e)
+    return None
 
 
 @user_errors
@@ -104,6 +123,7 @@ def train(
     from ..commands.train import train as run_training
     from ..progress import train_progress
 
+    _take_from_source(r)  # a left-out model section is the source run's; its problems are raised below
     memory_warning(r)
     with train_progress(err) as progress:
         result = run_training(r, resume=resume, progress=progress.event)

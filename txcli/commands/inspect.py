@@ -19,9 +19,8 @@ from ..checkpoint import (CHECKPOINT_STATE, CHECKPOINTS, METRICS_FILE, MODEL_FIL
                           write_bytes_atomic)
 from ..errors import TxError, UsageError
 from ..events import HIGHER_IS_BETTER, SCORE_KEYS
-from .run import load_model_file, read_run_recipe
-from .run import load_tokenizers
-
+from .import_marian import IMPORT_RECORD
+from .run import load_model_file, load_tokenizers, read_run_recipe
 
 
 @dataclass
@@ -73,6 +72,7 @@ class RunSummary:
     checkpoints: list[Checkpoint] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what is missing, in words
     init_from: Optional[str] = None  # train.init_from: the run it was started from
+    imported: Optional[dict] = None  # an imported run's import.json: where it came from
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -210,7 +210,24 @@ def inspect_run(run_dir: Path) -> RunSummary:
     if summary.history is None:
         summary.notes.append(f"no training history ({METRICS_FILE} is missing)")
     summary.checkpoints = _checkpoints(run_dir)
+    summary.imported = _import_record(run_dir / IMPORT_RECORD, summary.notes)
     return summary
+
+
+def _import_record(path: Path, notes: list[str]) -> Optional[dict]:
+    """What `tx import` recorded (source directory, when, the files read and their sha256), or
+    None for a run trained in tx; an unreadable record is a note, not an error."""
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path)
+    except TxError as err:
+        notes.append(str(err))
+        return None
+    if not isinstance(record, dict):
+        notes.append(f"{path}: not a JSON object")
+        return None
+    return record
 
 
 def positional_encoding_png(run_dir: Path, positions: Optional[int] = None) -> bytes:

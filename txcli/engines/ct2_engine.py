@@ -157,6 +157,8 @@ class CT2Engine:
             source = [[self.src_tokens[i] for i in rows[k]] for k in batch]
             # at the limit the torch engine forces </s>; CTranslate2 stops without it
             limit = max(self._limit(len(rows[k])) for k in batch)
+            # a minimum past the limit: the limit wins, as in the torch engine (CTranslate2 refuses it)
+            options["min_decoding_length"] = min(s["min_len"], limit)
             out = self.translator.translate_batch(source, max_decoding_length=limit, **options)
             for k, result in zip(batch, out):
                 results[k] = [self._hypothesis(tokens, score, options["length_penalty"])

@@ -30,7 +30,7 @@ def parameter_count(recipe: Recipe) -> int:
     decoder_layer = 2 * attention + feed_forward + 3 * norm  # self- and cross-attention
     shared = shares_embeddings(m.tie_embeddings, recipe.tokenizer.joint)
     embeddings = v * d * (1 if shared else 2)
-    output = 0 if m.tie_embeddings else v * d + v
+    output = (v if m.output_bias else 0) if m.tie_embeddings else v * d + v  # untied: always a bias
     final_norms = 2 * norm if m.norm == "pre" else 0
     return (m.encoder_layers * encoder_layer + m.decoder_layers * decoder_layer
             + embeddings + output + final_norms)
