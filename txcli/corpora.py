@@ -13,7 +13,6 @@ original file and its line, as data.read_pairs does when streaming.
 
 from __future__ import annotations
 
-import json
 import mmap
 import shutil
 import tempfile
@@ -22,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from .data import open_text
+from .data import jsonl_pair, open_text, tsv_pair
 from .filters import duplicate_mask, pair_hash
 from .errors import UsageError
 
@@ -134,18 +133,8 @@ class CorpusIndex:
             return self._files[0].text(line, number), self._files[1].text(line, number)
         f = self._files[0]
         text = f.text(line, number)
-        if self.format == "tsv":
-            parts = text.split("\t")
-            if len(parts) != 2:
-                raise UsageError(f"{f.shown}: line {number}: expected 'source<TAB>target', found {len(parts)} field(s)")
-            return parts[0], parts[1]
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{f.shown}: line {number}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("src"), str) or not isinstance(record.get("tgt"), str):
-            raise UsageError(f'{f.shown}: line {number}: expected {{"src": "...", "tgt": "..."}}')
-        return record["src"], record["tgt"]
+        where = f"{f.shown}: line {number}"
+        return tsv_pair(text, where) if self.format == "tsv" else jsonl_pair(text, where)
 
     def read(self, indices) -> list[tuple[str, str]]:
         """The pairs at these indices (0-based, file order), in the order given."""

@@ -130,25 +130,34 @@ def _text_pairs(src: Path, tgt: Path, replaced: Optional[ReplacedLines]) -> Iter
         yield a[1], b[1]
 
 
+def tsv_pair(line: str, where: str) -> tuple[str, str]:
+    """One TSV line as a pair; `where` ('FILE: line N') names it in the error."""
+    parts = line.split("\t")
+    if len(parts) != 2:
+        raise UsageError(f"{where}: expected 'source<TAB>target', found {len(parts)} field(s)")
+    return parts[0], parts[1]
+
+
+def jsonl_pair(line: str, where: str) -> tuple[str, str]:
+    """One JSONL line ({"src": ..., "tgt": ...}) as a pair; `where` names it in the error."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{where}: not valid JSON ({err.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("src"), str) or not isinstance(record.get("tgt"), str):
+        raise UsageError(f'{where}: expected {{"src": "...", "tgt": "..."}}')
+    return record["src"], record["tgt"]
+
+
 def _tsv_pairs(path: Path, replaced: Optional[ReplacedLines]) -> Iterator[tuple[str, str]]:
     for number, line in _lines(path, replaced):
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise UsageError(f"{path}: line {number}: expected 'source<TAB>target', found {len(parts)} field(s)")
-        yield parts[0], parts[1]
+        yield tsv_pair(line, f"{path}: line {number}")
 
 
 def _jsonl_pairs(path: Path, replaced: Optional[ReplacedLines]) -> Iterator[tuple[str, str]]:
     for number, line in _lines(path, replaced):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{path}: line {number}: not valid JSON ({err.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("src"), str) or not isinstance(record.get("tgt"), str):
-            raise UsageError(f'{path}: line {number}: expected {{"src": "...", "tgt": "..."}}')
-        yield record["src"], record["tgt"]
+        if line.strip():
+            yield jsonl_pair(line, f"{path}: line {number}")
 
 
 def read_pairs(corpus, replaced: Optional[ReplacedLines] = None) -> Iterator[tuple[str, str]]:

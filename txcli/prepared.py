@@ -265,26 +265,26 @@ def _check_ids(ids: np.ndarray, vocab: int, path: Path) -> None:
 
 
 def _open_corpus(directory: Path, entry: dict, vocab: dict, text: bool) -> PreparedCorpus:
-    arrays = {}
+    arrays, kept = {}, {}
     for side in ("src", "tgt"):
-        ids, ids_path = _map(directory, entry["arrays"][f"{side}_ids"])
-        offsets, off_path = _map(directory, entry["arrays"][f"{side}_offsets"])
-        if len(offsets) != entry["pairs"] + 1:
-            raise TxError(f"{off_path}: {len(offsets)} offsets for {entry['pairs']} pairs; {RERUN}")
-        _check_offsets(offsets, len(ids), off_path)
+        ids, offsets, ids_path = _with_offsets(directory, entry, f"{side}_ids", f"{side}_offsets")
         _check_ids(ids, vocab[side], ids_path)
         arrays[side] = (offsets, ids)
-    kept = {}
-    if text:
-        for side in ("src", "tgt"):
-            data, data_path = _map(directory, entry["arrays"][f"{side}_text"])
-            offsets, off_path = _map(directory, entry["arrays"][f"{side}_text_offsets"])
-            if len(offsets) != entry["pairs"] + 1:
-                raise TxError(f"{off_path}: {len(offsets)} offsets for {entry['pairs']} pairs; {RERUN}")
-            _check_offsets(offsets, len(data), off_path)
-            kept[side] = (data, offsets, data_path)
+        if text:
+            data, text_offsets, data_path = _with_offsets(directory, entry, f"{side}_text", f"{side}_text_offsets")
+            kept[side] = (data, text_offsets, data_path)
     return PreparedCorpus(entry["name"], *arrays["src"], *arrays["tgt"],
                           FilterCounts.from_dict(entry["counts"]), kept)
+
+
+def _with_offsets(directory: Path, entry: dict, data_key: str, offsets_key: str):
+    """An array and its offsets (one a pair, plus the end), mapped and checked against each other."""
+    data, data_path = _map(directory, entry["arrays"][data_key])
+    offsets, off_path = _map(directory, entry["arrays"][offsets_key])
+    if len(offsets) != entry["pairs"] + 1:
+        raise TxError(f"{off_path}: {len(offsets)} offsets for {entry['pairs']} pairs; {RERUN}")
+    _check_offsets(offsets, len(data), off_path)
+    return data, offsets, data_path
 
 
 def read_manifest(directory: Path) -> dict:
