@@ -240,6 +240,24 @@ def test_a_changed_tokenizer_or_filter_makes_the_cache_stale(built):
     assert f"the tokenizer ({tok_path}) changed since tx prepare" in stale_message(recipe)
 
 
+def test_another_run_directory_with_the_same_tokenizer_uses_the_cache(built, tmp_path: Path):
+    """data.prepared shared by several runs (a sweep): the tokenizer's content decides, not its path."""
+    import shutil
+
+    from txcli.tokenizer import SubwordTokenizer
+
+    recipe, result = built
+    other = tmp_path / "sweep-run"
+    other.mkdir()
+    shutil.copy(recipe.run_dir / "tokenizer.json", other / "tokenizer.json")
+    sweep = load(recipe_path(recipe), f"run_dir={other}", f"data.prepared={result.directory}")
+    assert [len(c) for c in open_cache(sweep).corpora] == [len(c) for c in open_cache(recipe).corpora]
+    tok = SubwordTokenizer.load(other / "tokenizer.json")
+    tok.hf.add_special_tokens(["<new>"])
+    tok.save(other / "tokenizer.json")
+    assert f"the tokenizer ({other / 'tokenizer.json'}) changed since tx prepare" in stale_message(sweep)
+
+
 def damaged_message(recipe) -> str:
     with pytest.raises(TxError) as caught:
         open_cache(recipe)
