@@ -108,7 +108,9 @@ class SentencePieceTokenizer:
 
     def sampling_encoder(self, sampling, seed: Optional[int] = None) -> Callable[[list[str]], list[list[int]]]:
         """Sentencepiece sampling (sampling.alpha, sampling.nbest): every call segments anew.
-        seed, when given, seeds sentencepiece's generator (one for the whole process)."""
+        seed, when given, seeds sentencepiece's generator (one for the whole process); the samples
+        are still not reproducible call to call (the library's threads draw from generators of
+        their own), so a resumed run sees new segmentations."""
         if sampling.dropout is not None:
             raise UsageError("data.sampling.dropout is BPE-dropout; this run's tokenizer is sentencepiece "
                              "(it samples with data.sampling.alpha)")
