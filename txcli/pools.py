@@ -91,7 +91,7 @@ def encode_texts(pairs: list[tuple[str, str]], encode_src: Encoder, encode_tgt: 
         src_ids = encode_src([pairs[i][0] for i in chunk])
         tgt_ids = encode_tgt([pairs[i][1] for i in chunk])
         for i, s, t in zip(chunk, src_ids, tgt_ids):
-            reason = "empty" if not s or not t else filters.token_reason(len(s), len(t))
+            reason = filters.token_reason(len(s), len(t))  # "empty" when a side has no subwords
             if reason is not None:
                 drop(i, reason)
                 continue
