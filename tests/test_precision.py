@@ -109,6 +109,63 @@ def test_short_spin_waits_unless_the_user_chose_a_policy(monkeypatch):
     assert os.environ["GOMP_SPINCOUNT"] == "50"  # a spin count the user set stays
 
 
+# --------------------------------------------------------------------------- oneDNN primitives
+
+
+def test_process_settings_keep_few_onednn_primitives_unless_the_user_chose_a_capacity(monkeypatch):
+    from txcli.process import apply_process_settings
+
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        monkeypatch.delenv(name, raising=False)
+    undo = apply_process_settings(None)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0" and os.environ["LRU_CACHE_CAPACITY"] == "1"
+    undo()
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ and "LRU_CACHE_CAPACITY" not in os.environ
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
+    apply_process_settings(None)()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"  # the user's own stays
+
+
+# bf16 training steps over 61 batch shapes, as token-budget batches come; prints the RSS growth (MB)
+# from the first shapes to the last.
+SHAPES_PROBE = """
+import sys
+if sys.argv[1] == "tx":
+    from txcli.process import apply_process_settings
+    apply_process_settings(1)
+import torch
+torch.set_num_threads(1)
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
+model = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 256))
+for i, rows in enumerate([1480] * 6 + list(range(1472, 992, -8))):  # the largest first: then no new block
+                                                                    # is larger than those the heap keeps
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(torch.randn(rows, 256)).float().square().mean()
+    loss.backward()
+    if i == 5:
+        start = rss()
+print(rss() - start)
+"""
+
+
+def test_bf16_memory_stays_flat_over_many_batch_shapes():
+    """The growth that onednn.py stops: with the default caches every new shape keeps its
+    primitives; under tx's process settings the footprint stays where it was."""
+    if not (sys.platform.startswith("linux") and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        pytest.skip("bf16 products do not go through oneDNN on this CPU")
+
+    def growth(mode: str) -> float:
+        env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+        result = subprocess.run([sys.executable, "-c", SHAPES_PROBE, mode], capture_output=True, text=True,
+                                env=env, check=True, timeout=120)
+        return float(result.stdout)
+
+    default = growth("default")
+    if default < 50:
+        pytest.skip(f"oneDNN's default cache grew only {default:.0f} MB here: nothing to stop")
+    assert growth("tx") < min(20, default / 4)
+
+
 # --------------------------------------------------------------------------- heap
 
 

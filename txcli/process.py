@@ -1,8 +1,9 @@
 """The process-wide settings a training process runs under, made by one function that every
 entry into training calls (`tx train`, `commands.train.train` from Python, each torchrun
-worker): torch's thread count, how OpenMP's idle threads wait (openmp.py) and how the C heap
-hands memory back (heap.py). Imports no torch at module level: the CLI calls it before torch
-loads OpenMP, which reads its wait policy once, when it loads."""
+worker): torch's thread count, how OpenMP's idle threads wait (openmp.py), how many oneDNN
+primitives are kept (onednn.py) and how the C heap hands memory back (heap.py). Imports no torch
+at module level: the CLI calls it before torch loads OpenMP, which reads its wait policy once,
+when it loads."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from .heap import keep_freed_memory
+from .onednn import CACHE_VARIABLES, small_primitive_caches
 from .openmp import OPENMP_VARIABLES, short_spin_waits
 
 
@@ -27,12 +29,14 @@ def set_threads(threads: Optional[int]) -> Callable[[], None]:
 
 def apply_process_settings(threads: Optional[int]) -> Callable[[], None]:
     """Short OpenMP spins (if torch has not loaded OpenMP yet, this process's; else its children's),
-    glibc keeping freed memory for the next step (heap.py), and torch's threads. Returns the undo:
+    oneDNN primitives not kept (bf16 training's memory stays flat over many batch shapes), glibc
+    keeping freed memory for the next step (heap.py), and torch's threads. Returns the undo:
     threads and environment back as they were. glibc's settings stay: it cannot report the values
     they replaced, and they change no result, only when memory goes back to the system. Calling it
     again is harmless (the CLI calls it before torch loads; commands.train.train again)."""
-    environ = {name: os.environ.get(name) for name in OPENMP_VARIABLES}
+    environ = {name: os.environ.get(name) for name in (*OPENMP_VARIABLES, *CACHE_VARIABLES)}
     short_spin_waits()
+    small_primitive_caches()
     keep_freed_memory()
     undo_threads = set_threads(threads)
 
