@@ -126,6 +126,15 @@ def test_process_settings_keep_few_onednn_primitives_unless_the_user_chose_a_cap
     assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"  # the user's own stays
 
 
+def test_decoding_keeps_few_onednn_primitives_too(monkeypatch, tiny_run):
+    from txcli.commands.run import open_for_decoding
+
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        monkeypatch.delenv(name, raising=False)
+    open_for_decoding(tiny_run)
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "0" and os.environ["LRU_CACHE_CAPACITY"] == "1"
+
+
 # bf16 training steps over 61 batch shapes, as token-budget batches come; prints the RSS growth (MB)
 # from the first shapes to the last.
 SHAPES_PROBE = """

@@ -20,6 +20,7 @@ from ..options import DecodeOptions, check_choice
 from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
 from ..model_schema import max_positions, shares_embeddings
+from ..onednn import small_primitive_caches
 from ..process import set_threads
 from ..schema import Recipe, read_saved_recipe
 from ..search import Ensemble
@@ -149,10 +150,12 @@ def locate_weights(path: Path) -> tuple[Path, Optional[Path]]:
 
 
 def open_for_decoding(run_dir: Path | list[Path], device: str = "auto", threads: Optional[int] = None) -> Run:
-    """open_run for the commands that decode: --device checked, --threads applied first. Several
+    """open_run for the commands that decode: --device checked, --threads applied first, oneDNN's
+    caches kept small (bf16 decoding meets a new shape at nearly every step: onednn.py). Several
     run (or checkpoint) directories make one Run whose model is their Ensemble."""
     check_choice("--device", device, ("auto", "cpu", "cuda"))
     set_threads(threads)  # for the rest of the process: decoding commands end with it
+    small_primitive_caches()
     paths = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
     if not paths:
         raise UsageError("give at least one RUN_DIR")
