@@ -159,6 +159,31 @@ def test_the_cache_holds_the_kept_pairs_tokenized(built):
         clean.texts([0])
 
 
+def mapped_kb(directory: Path) -> int:
+    """Resident kB of this process's maps of files under `directory` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+            inside = len(fields) >= 6 and fields[5].startswith(str(directory))
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_the_caches_pages_leave_the_process_once_read(built):
+    """Opening checks every id and a pool copies its pairs out: the cache's pages must not stay
+    counted in training's memory (on a 3M-pair corpus that is the whole cache, for the whole run)."""
+    recipe, _ = built
+    data = open_cache(recipe)
+    assert mapped_kb(data.directory) == 0
+    clean = data.corpora[0]
+    pool = clean.take(np.arange(len(clean)))
+    assert len(pool) == len(clean) and mapped_kb(data.directory) == 0
+    assert int(clean.src_ids[0]) >= 0 and mapped_kb(data.directory) > 0  # a read maps the page again
+
+
 def test_a_cache_for_sampling_keeps_the_text(folder: Path):
     from txcli.commands.prepare import prepare
 

@@ -19,10 +19,16 @@ cache is refused with one line naming the file, and no read goes past an array's
 never checksums the arrays (that would read the whole cache); staleness is judged from the
 recipe's side: source files by size and modification time (hashed again only when the time
 changed), tokenizer files by their SHA-256, filters, tags and max_len by value.
+
+The maps' pages leave the process once read (after the checks at opening, after each pool is
+copied out): the checks and random pools touch every page of the arrays, which would otherwise
+stay counted in training's resident memory for the whole run, the size of the cache. They stay
+in the system's page cache, so reading them again costs no disk read while memory allows.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -212,7 +218,13 @@ class PreparedCorpus:
             raise IndexError(f"{self.name}: pair index out of range 0..{len(self) - 1}")
         src_len, src_ids = _gather(self.src_offsets, self.src_ids, index)
         tgt_len, tgt_ids = _gather(self.tgt_offsets, self.tgt_ids, index)
+        self.release()
         return _encoded_pairs(src_len, src_ids, tgt_len, tgt_ids)
+
+    def release(self) -> None:
+        """The maps' pages out of the process's memory (module docstring)."""
+        _release(self.src_offsets, self.src_ids, self.tgt_offsets, self.tgt_ids,
+                 *(a for data, offsets, _ in self.text.values() for a in (data, offsets)))
 
     def texts(self, index: np.ndarray) -> list[tuple[str, str]]:
         """The text of pairs `index`; only in a cache built with data.sampling set."""
@@ -225,6 +237,7 @@ class PreparedCorpus:
                 sides.append([bytes(data[offsets[i]:offsets[i + 1]]).decode("utf-8") for i in index])
             except UnicodeDecodeError:
                 raise TxError(f"{path}: damaged (not UTF-8); {RERUN}") from None
+        self.release()
         return list(zip(*sides))
 
 
@@ -251,7 +264,18 @@ def _map(directory: Path, spec: dict) -> tuple[np.ndarray, Path]:
         raise TxError(f"{path}: {size} bytes where the manifest says {want}: truncated or damaged; {RERUN}")
     if spec["count"] == 0:  # mmap refuses an empty file
         return np.zeros(0, dtype), path
-    return np.memmap(path, dtype=dtype, mode="r"), path
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    return np.frombuffer(mapped, dtype=dtype), path
+
+
+def _release(*arrays: np.ndarray) -> None:
+    """Take the pages of mapped arrays out of the process (they stay in the page cache; the next
+    read maps them again). Nothing on a system without MADV_DONTNEED or for an array not mapped."""
+    for array in arrays:
+        mapped = array.base.obj if isinstance(array.base, memoryview) else array.base  # np.frombuffer's base
+        if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def _check_offsets(offsets: np.ndarray, n_items: int, path: Path) -> None:
@@ -273,8 +297,10 @@ def _open_corpus(directory: Path, entry: dict, vocab: dict, text: bool) -> Prepa
         if text:
             data, text_offsets, data_path = _with_offsets(directory, entry, f"{side}_text", f"{side}_text_offsets")
             kept[side] = (data, text_offsets, data_path)
-    return PreparedCorpus(entry["name"], *arrays["src"], *arrays["tgt"],
-                          FilterCounts.from_dict(entry["counts"]), kept)
+    corpus = PreparedCorpus(entry["name"], *arrays["src"], *arrays["tgt"],
+                            FilterCounts.from_dict(entry["counts"]), kept)
+    corpus.release()  # the checks read every page
+    return corpus
 
 
 def _with_offsets(directory: Path, entry: dict, data_key: str, offsets_key: str):
