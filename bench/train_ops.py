@@ -289,7 +289,7 @@ def main() -> None:
             proc.join()  # the result is a few kB: it fits the pipe, so the child can exit before it is read
             if queue.empty():
                 raise SystemExit(f"the {precision} run exited {proc.exitcode} without a result")
-            print("\n" + queue.get(), flush=True)
+            print(f"\n{queue.get()}\n(load average {os.getloadavg()[0]:.1f} at the end)", flush=True)
 
 
 if __name__ == "__main__":
