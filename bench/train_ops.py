@@ -2,8 +2,8 @@
 
 tx's real loop (Trainer.fit on the recipe's corpus, batched as train_throughput.py does) runs
 --warmup steps, --timed steps (wall per step), --profiled steps under torch.profiler (CPU), per
-precision (train.precision) in a process of its own under ONEDNN_PRIMITIVE_CACHE_CAPACITY =
---onednn-cache. Per step: op self times on the training thread by kind (kind_of); "no op" = wall
+precision (train.precision) in a process of its own, with tx's oneDNN caches or the libraries'
+defaults (--onednn-cache). Per step: op self times on the training thread by kind (kind_of); "no op" = wall
 minus those (profiler times are elapsed on the calling thread, an op on two OpenMP threads counts
 once: the rest is Python and the profiler between ops); idle = 1 - CPU / (wall x threads); FLOPs
 from the batch shapes (step_flops); the ceiling: torch.mm alone on the model's linear shapes
@@ -272,14 +272,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--timed", type=int, default=10, help="steps timed without the profiler")
     parser.add_argument("--profiled", type=int, default=10)
-    parser.add_argument("--onednn-cache", default="0",
-                        help="ONEDNN_PRIMITIVE_CACHE_CAPACITY for the runs; 'default': left unset (oneDNN's 1024)")
+    parser.add_argument("--onednn-cache", choices=("tx", "default"), default="tx",
+                        help="oneDNN's and ideep's primitive caches: tx's process settings (txcli/onednn.py), "
+                             "or the libraries' defaults (1024 each)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = args.onednn_cache  # before any torch loads (children)
-    if args.onednn_cache == "default":
-        del os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"]
-    print(f"{args.recipe}, {args.threads} threads, ONEDNN_PRIMITIVE_CACHE_CAPACITY={args.onednn_cache}")
+    if args.onednn_cache == "default":  # before any torch loads (children); process settings leave them alone
+        os.environ.update(ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024", LRU_CACHE_CAPACITY="1024")
+    print(f"{args.recipe}, {args.threads} threads, oneDNN caches: {args.onednn_cache}")
     with tempfile.TemporaryDirectory(prefix="tx-ops-") as tmp:
         args.run_dir = args.run_dir or tmp
         for precision in args.precisions.split(","):
