@@ -34,7 +34,7 @@ from typing import Optional
 
 import numpy as np
 
-MAX_WORDS = 1_000_000  # words remembered before the memory is emptied and refilled (memory: README)
+MAX_WORDS = 500_000  # words remembered before the memory is emptied and refilled (its size: README, Performance)
 _ASCII_KNOWN = {"NFC", "NFKC", "NFD", "NFKD", "Lowercase"}
 
 
@@ -119,18 +119,10 @@ class WordIds:
         return sorted(slow)
 
     def _learn(self, words: list[str]) -> None:
-        """Remember the ids of new words. The tokenizer encodes them all in one call (its own
-        threads); a word's ids are taken from there when its tokens spell it back exactly, so
-        that the pipeline saw one piece, unchanged and without an added token, which is the model
-        asked about the piece; otherwise they are asked of the model itself."""
-        mark, added, tokenize = self.mark, self.added, self.hf.model.tokenize
-        marked = [mark + w for w in words]
-        found = []
-        for piece, encoding in zip(marked, self.hf.encode_batch_fast(marked, add_special_tokens=False)):
-            if "".join(encoding.tokens) == piece and (added is None or added.search(piece) is None):
-                found.append(encoding.ids)
-            else:
-                found.append([t.id for t in tokenize(piece)])
+        """Remember the ids of new words, asked of the BPE model itself (one call a word: cheaper
+        than a batch through the pipeline, which normalizes and pre-tokenizes each again)."""
+        tokenize, mark = self.hf.model.tokenize, self.mark
+        found = [[t.id for t in tokenize(mark + word)] for word in words]
         lengths = [len(ids) for ids in found]
         first = len(self.starts)
         self.index.update(zip(words, range(first, first + len(words))))
