@@ -38,6 +38,8 @@ HARD = [
     "Zwölf Boxkämpfer über Straße",
     "ΣΊΣΥΦΟΣ İSTANBUL final sigma ΟΔΟΣ",
     "e\u0301 combining and \u212b angstrom",
+    "über: ends with an e",
+    "\u0301 starts with a combining accent (the text before ends with e: normalized apart)",
     "<s> a special at the start",
     "a special </s> inside",
     "glued<bt>tag",
