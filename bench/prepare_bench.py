@@ -249,6 +249,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="rounds of before/after on every corpus")
     ap.add_argument("--langs", default=LANGS, help="the targets of the many-language corpus")
     ap.add_argument("--yardstick-pairs", type=int, default=200_000, help="pairs of each corpus the yardsticks encode")
+    ap.add_argument("--only", default="", help="comma-separated corpora to run (53k, xN, xN+duplicates, many; default all)")
+    ap.add_argument("--no-yardsticks", action="store_true")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="tx-prepare-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -267,8 +269,11 @@ def main() -> None:
                 r.run_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copy(small.run_dir / "tokenizer.json", r.run_dir / "tokenizer.json")
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start (a shared machine)", flush=True)
+        if args.only:
+            corpora = {name: r for name, r in corpora.items() if name in args.only.split(",")}
         for name in ("53k", "many"):
-            yardsticks(name, corpora[name], args.yardstick_pairs)
+            if name in corpora and not args.no_yardsticks:
+                yardsticks(name, corpora[name], args.yardstick_pairs)
         speeds: dict[str, list[tuple[float, float]]] = {name: [] for name in corpora}
         for round_ in range(1, args.rounds + 1):
             print(f"round {round_}:", flush=True)
@@ -277,8 +282,9 @@ def main() -> None:
         print("summary: pairs/s before -> after (after/before), per round")
         for name, rounds in speeds.items():
             print(f"  {name}: " + "; ".join(f"{a:,.0f} -> {b:,.0f} ({b / a:.2f}x)" for a, b in rounds))
-        opened, took = open_and_take(corpora[f"x{args.repeat}"])
-        print(f"x{args.repeat} cache: open (checks included) {opened:.3f} s; take a 50k-pair pool {took:.3f} s")
+        if f"x{args.repeat}" in corpora:
+            opened, took = open_and_take(corpora[f"x{args.repeat}"])
+            print(f"x{args.repeat} cache: open (checks included) {opened:.3f} s; take a 50k-pair pool {took:.3f} s")
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         if args.work is None:
