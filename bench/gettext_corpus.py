@@ -6,7 +6,9 @@ valid and test). The same packages give the same corpus; more packages give more
     python bench/gettext_corpus.py OUT_DIR [--lang de] [--repeat N]
 
 --repeat N writes the training split N times over (a corpus larger than one pool, for the
-data-pipeline benchmarks).
+data-pipeline benchmarks). --lang de,fr,es,... writes English -> each of them, one language
+after another, into train.many etc.: a larger corpus without a repeated pair (each kept once), whose target side
+keeps meeting new words (bench/prepare_bench.py).
 """
 
 from __future__ import annotations
@@ -45,14 +47,20 @@ def main() -> None:
     ap.add_argument("--held-out", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()
-    pairs = sorted(catalog_pairs(args.lang), key=lambda p: (bucket(p[0]), p))
-    held = args.held_out
-    splits = {"test": pairs[:held], "valid": pairs[held:2 * held], "train": pairs[2 * held:]}
+    langs = args.lang.split(",")
+    splits: dict[str, list[tuple[str, str]]] = {"test": [], "valid": [], "train": []}
+    for lang in langs:
+        pairs = sorted(catalog_pairs(lang), key=lambda p: (bucket(p[0]), p))
+        held = args.held_out
+        for name, part in (("test", pairs[:held]), ("valid", pairs[held:2 * held]), ("train", pairs[2 * held:])):
+            splits[name] += part
+    splits = {name: list(dict.fromkeys(part)) for name, part in splits.items()}  # two languages may share a pair
+    suffix = langs[0] if len(langs) == 1 else "many"
     args.out.mkdir(parents=True, exist_ok=True)
     for name, part in splits.items():
         times = args.repeat if name == "train" else 1
         with open(args.out / f"{name}.en", "w", encoding="utf-8") as fs, \
-                open(args.out / f"{name}.{args.lang}", "w", encoding="utf-8") as ft:
+                open(args.out / f"{name}.{suffix}", "w", encoding="utf-8") as ft:
             for _ in range(times):
                 for src, tgt in part:
                     fs.write(src + "\n")

@@ -341,7 +341,7 @@ import os, signal, sys
 from pathlib import Path
 from txcli.commands.run import load_tokenizers
 from txcli.checkpoint import tokenizer_files
-from txcli.corpus_encoder import CorpusEncoder
+from txcli.corpus_encoder import CorpusEncoder, flat_encoders
 from txcli.data import read_pairs
 from txcli.prepared import PairFilters, cache_directory, manifest_for, recipe_facts, write_prepared
 from txcli.schema import load_recipe
@@ -359,7 +359,7 @@ class Dies(CorpusEncoder):
                 os.kill(os.getpid(), signal.SIGKILL)  # as a kill -9 in the middle of the write
             yield chunk
 
-source = Dies(corpus.name, read_pairs(corpus), PairFilters(recipe.data.filters, 80), src.encode_batch, tgt.encode_batch, chunk=16)
+source = Dies(corpus.name, read_pairs(corpus), PairFilters(recipe.data.filters, 80), *flat_encoders(src, tgt), chunk=16)
 write_prepared(cache_directory(recipe.data, recipe.run_dir), [source], built_from)
 """
 

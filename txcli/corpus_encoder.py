@@ -8,9 +8,10 @@ subword counts without the tag; a side that tokenizes to nothing is "empty"). Th
 the same whatever the order; the order decides only which name a pair dropped by several filters
 is counted under. The corpus tag's id goes before each kept source.
 
-Speed: the tokenizer sees a whole chunk in one `encode_batch` call (Hugging Face tokenizers spreads
-it over every core), ids become flat numpy arrays without a Python step per token, and the token
-filters are asked once per distinct (source length, target length) in a chunk, not once a pair.
+Speed: a chunk is tokenized in one call, to flat numpy arrays without a Python step per token: by
+word_ids.WordIds (each distinct word tokenized once) when the tokenizer has the shape tx trains,
+else by the tokenizer's own batch call. The token filters are asked once per distinct (source
+length, target length) in a chunk, not once a pair. Duplicates are dropped before tokenizing.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from .filters import SeenHashes
 from .prepared import EncodedChunk, FilterCounts, PairFilters, pair_hash
+from .word_ids import WordIds
 
 CHUNK = 16_384  # pairs per tokenizer call: large enough to keep every core busy, small in memory
 
@@ -43,6 +45,35 @@ def batch_ids(tokenizer) -> Callable[[list[str]], list[list[int]]]:
     if hf is not None and hasattr(hf, "encode_batch_fast"):
         return lambda texts: [e.ids for e in hf.encode_batch_fast(texts, add_special_tokens=False)]
     return tokenizer.encode_batch
+
+
+FlatEncoder = Callable[[list[str]], tuple[np.ndarray, np.ndarray]]  # texts -> (ids per text, all ids)
+
+
+def flat_encoder(tokenizer) -> FlatEncoder:
+    """The fastest exact way to tokenize a chunk with `tokenizer`: WordIds when it applies, else
+    batch_ids made flat."""
+    word_ids = WordIds.of(tokenizer)
+    if word_ids is not None:
+        return word_ids
+    encode = batch_ids(tokenizer)
+
+    def flat(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        ids = encode(texts)
+        lengths = _lengths(ids)
+        return lengths, _flat(ids, lengths)
+
+    return flat
+
+
+def flat_encoders(src_tok, tgt_tok) -> tuple[FlatEncoder, FlatEncoder]:
+    """One flat encoder per side; one for both when the two are the same `tokenizers` model (a
+    joint vocabulary), so that a word both sides use is tokenized once."""
+    src = flat_encoder(src_tok)
+    src_hf, tgt_hf = getattr(src_tok, "hf", None), getattr(tgt_tok, "hf", None)
+    if isinstance(src, WordIds) and tgt_hf is not None and src_hf.to_str() == tgt_hf.to_str():
+        return src, src
+    return src, flat_encoder(tgt_tok)
 
 
 def token_reasons(filters: PairFilters, src_len: np.ndarray, tgt_len: np.ndarray) -> list[Optional[str]]:
@@ -100,7 +131,7 @@ class CorpusEncoder:
     is complete when they are done."""
 
     def __init__(self, name: str, pairs: Iterable[tuple[str, str]], filters: PairFilters,
-                 encode_src: Callable[[list[str]], list[list[int]]], encode_tgt: Callable[[list[str]], list[list[int]]],
+                 encode_src: FlatEncoder, encode_tgt: FlatEncoder,
                  tag_id: Optional[int] = None, keep_text: bool = False, chunk: int = CHUNK):
         self.name, self.pairs, self.filters = name, pairs, filters
         self.encode_src, self.encode_tgt = encode_src, encode_tgt
@@ -137,9 +168,7 @@ class CorpusEncoder:
     def _encode(self, survivors: list[tuple[str, str]]) -> EncodedChunk:
         srcs = [s for s, _ in survivors]
         tgts = [t for _, t in survivors]
-        src_ids, tgt_ids = self.encode_src(srcs), self.encode_tgt(tgts)
-        src_len, tgt_len = _lengths(src_ids), _lengths(tgt_ids)
-        src_flat, tgt_flat = _flat(src_ids, src_len), _flat(tgt_ids, tgt_len)
+        (src_len, src_flat), (tgt_len, tgt_flat) = self.encode_src(srcs), self.encode_tgt(tgts)
         reasons = token_reasons(self.filters, src_len, tgt_len)
         keep = np.fromiter((r is None for r in reasons), dtype=bool, count=len(reasons))
         for i in np.flatnonzero(~keep).tolist():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from ..checkpoint import tokenizer_files
-from ..corpus_encoder import CorpusEncoder
+from ..corpus_encoder import CorpusEncoder, flat_encoders
 from ..data import read_pairs
 from ..errors import TxError
 from ..prepared import (FilterCounts, PairFilters, cache_directory, manifest_for, open_prepared, recipe_facts,
@@ -96,8 +96,9 @@ def prepare(recipe: Recipe, force: bool = False, on_corpus: Callable[[str], None
             reason = str(err)
     leftovers = remove_leftovers(directory)
     built_from = manifest_for(facts, hash_sources=True)  # sources stat'ed and hashed before they are read
+    encode_src, encode_tgt = flat_encoders(src_tok, tgt_tok)
     sources = [_Timed(CorpusEncoder(c.name, read_pairs(c), PairFilters(recipe.data.filters_of(c), recipe.data.max_len),
-                                    src_tok.encode_batch, tgt_tok.encode_batch,
+                                    encode_src, encode_tgt,
                                     tag_id(src_tok, c.tag) if c.tag else None, built_from["text"]), on_corpus)
                for c in recipe.data.corpora()]
     manifest = write_prepared(directory, sources, built_from)
