@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .model import Seq2SeqTransformer
+from .model import Seq2SeqTransformer, key_padding_mask
 
 
 class LayerCache:
@@ -61,15 +61,19 @@ class DecoderCache:
     cross_kv  [L,2,B',H,S,d_k]        cross-attention keys/values, computed once from the memory;
                                       B' = B, or one row per sentence when B = B' x beams
     src_pad_mask [B',S]               True = source padding
+    src_mask     [B',1,1,S]           model.key_padding_mask of it, made when the rows change,
+                                      not at every step
     """
 
     self_kv: Tensor
     cross_kv: Tensor
     src_pad_mask: Tensor
     layers: list[LayerCache] = field(init=False)
+    src_mask: Tensor = field(init=False)
 
     def __post_init__(self):
         self.layers = self._layer_views(0)
+        self.src_mask = key_padding_mask(self.src_pad_mask)
 
     def _layer_views(self, length: int) -> list[LayerCache]:
         return [LayerCache(s, c, length) for s, c in zip(self.self_kv, self.cross_kv)]
@@ -96,6 +100,16 @@ class DecoderCache:
         self.self_kv = _move_rows(self.self_kv, index, length)
         self.cross_kv = _take_rows(self.cross_kv, cross_index)
         self.src_pad_mask = self.src_pad_mask.index_select(0, cross_index)
+        self.src_mask = self.src_mask.index_select(0, cross_index)
+        self.layers = self._layer_views(length)
+
+    @torch.no_grad()
+    def select_beams(self, index: torch.LongTensor) -> None:
+        """select(index, cross_index) where the sentences stay as they are, in the same order
+        (cross_index would be 0..B'-1): a beam search step in which no sentence ended moves
+        self-attention rows only."""
+        length = self.length
+        self.self_kv = _move_rows(self.self_kv, index, length)
         self.layers = self._layer_views(length)
 
 

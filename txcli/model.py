@@ -89,6 +89,12 @@ def attention_weights_path(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tenso
     return dropped @ v, weights
 
 
+def dropped(dropout: nn.Module, x: Tensor) -> Tensor:
+    """dropout(x), not called where it gives x back as it is (eval mode, p = 0): a decoding step
+    would make ten such calls for nothing."""
+    return dropout(x) if dropout.training and dropout.p > 0.0 else x
+
+
 def causal_mask(T: int, start: int = 0, device=None) -> Tensor:
     """The causal mask: query j sees keys <= start + j. [T, start+T] bool, True = may attend;
     the T queries are positions start..start+T-1, after `start` earlier (cached) steps."""
@@ -204,7 +210,7 @@ class FeedForward(nn.Module):
         self.fc2 = xavier_linear(ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.dropout(self.activation(self.fc1(x))))
+        return self.fc2(dropped(self.dropout, self.activation(self.fc1(x))))
 
 
 class Residual(nn.Module):
@@ -221,7 +227,7 @@ class Residual(nn.Module):
         return self.norm(x) if self.pre else x
 
     def add(self, x: Tensor, sublayer_out: Tensor) -> Tensor:
-        x = x + self.dropout(sublayer_out)
+        x = x + dropped(self.dropout, sublayer_out)
         return x if self.pre else self.norm(x)
 
 
@@ -298,7 +304,7 @@ class Seq2SeqTransformer(nn.Module):
         end = start + tokens.size(1)
         if end > self.positions.size(0):
             raise ValueError(f"sequence reaches position {end}, past max_positions={self.positions.size(0)}")
-        return self.embed_dropout(table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start:end])
+        return dropped(self.embed_dropout, table(tokens) * math.sqrt(self.cfg.d_model) + self.positions[start:end])
 
     def encode(self, src: Tensor) -> Tensor:
         """src [B,S] -> memory [B,S,D]."""
@@ -321,7 +327,8 @@ class Seq2SeqTransformer(nn.Module):
                cache: Optional[DecoderCache] = None) -> Tensor:
         """tgt_in [B,T] -> logits [B,T,V] (pre-softmax). Without a cache: teacher forcing over the
         whole prefix. With a cache (kv_cache.new_cache): tgt_in holds only the new tokens, at positions
-        cache.length on, seeing every cached step; the cache advances by T, `memory` is unread (None)."""
+        cache.length on, seeing every cached step; the cache advances by T, `memory` is unread (None)
+        and the source mask is the cache's own (src_pad_mask is cache.src_pad_mask)."""
         return self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=False)[0]
 
     def decode_with_weights(self, tgt_in: Tensor, memory: Optional[Tensor], src_pad_mask: Tensor,
@@ -331,7 +338,7 @@ class Seq2SeqTransformer(nn.Module):
         return self._decode(tgt_in, memory, src_pad_mask, cache, need_weights=True)
 
     def _decode(self, tgt_in, memory, src_pad_mask, cache, need_weights: bool):
-        src_mask = key_padding_mask(src_pad_mask)
+        src_mask = key_padding_mask(src_pad_mask) if cache is None else cache.src_mask
         x = self.embed(tgt_in, self.tgt_embed, 0 if cache is None else cache.length)
         layer_caches = [None] * len(self.decoder) if cache is None else cache.layers
         weights = {"dec": [], "cross": []}

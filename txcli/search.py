@@ -173,16 +173,18 @@ def block_repeated_ngrams(log_probs: Tensor, history: Tensor, n: int) -> None:
 
 
 def _constrain(log_probs: Tensor, step: int, row_max_len: Tensor, cfg: SearchConfig,
-               history: Tensor, specials: tuple[int, int, int]) -> None:
-    """In place: never <pad> or <s>; no </s> before min_len; only </s> at the maximum length;
+               history: Tensor, specials: tuple[int, int, int], never: Tensor, first_limit: int) -> None:
+    """In place: never <pad> or <s> (the ids in `never`); no </s> before min_len; only </s> at
+    the maximum length (no row has reached it before step first_limit, the smallest of them);
     no repeated n-grams."""
     pad_id, bos_id, eos_id = specials
-    log_probs[:, pad_id] = NEG_INF
-    log_probs[:, bos_id] = NEG_INF
+    log_probs.index_fill_(1, never, NEG_INF)
     if step < cfg.min_len:
         log_probs[:, eos_id].masked_fill_(row_max_len > step, NEG_INF)
     if cfg.no_repeat_ngram > 0:
         block_repeated_ngrams(log_probs, history, cfg.no_repeat_ngram)
+    if step < first_limit:  # a step's small tensor ops cost more than their arithmetic: one check fewer
+        return
     at_limit = row_max_len <= step
     if bool(at_limit.any()):
         eos = log_probs[:, eos_id].clone()
@@ -235,8 +237,13 @@ class _CachedDecoder:
         logits = self.model.decode(history[:, step:step + 1], None, self.cache.src_pad_mask, self.cache)
         return F.log_softmax(logits[:, -1].float(), dim=-1)
 
-    def select(self, rows: Tensor, sentences: Tensor) -> None:
-        self.cache.select(rows, sentences)
+    def select(self, rows: Tensor, sentences: Optional[Tensor]) -> None:
+        """Rows of the decoder to keep, in order; the sentences they belong to (None: the same
+        sentences as before, in the same order)."""
+        if sentences is None:
+            self.cache.select_beams(rows)
+        else:
+            self.cache.select(rows, sentences)
 
 
 class _EnsembleDecoder:
@@ -251,7 +258,7 @@ class _EnsembleDecoder:
             total += d.log_probs(history, step)  # each call returns a fresh tensor
         return total.div_(len(self.decoders))
 
-    def select(self, rows: Tensor, sentences: Tensor) -> None:
+    def select(self, rows: Tensor, sentences: Optional[Tensor]) -> None:
         for d in self.decoders:
             d.select(rows, sentences)
 
@@ -288,9 +295,10 @@ class _RecomputingDecoder:
         logits = self.model.decode(history[:, : step + 1], self.memory, self.src_pad)
         return F.log_softmax(logits[:, -1].float(), dim=-1)
 
-    def select(self, rows: Tensor, sentences: Tensor) -> None:
-        self.memory = self.memory.index_select(0, sentences)
-        self.src_pad = self.src_pad.index_select(0, sentences)
+    def select(self, rows: Tensor, sentences: Optional[Tensor]) -> None:
+        if sentences is not None:
+            self.memory = self.memory.index_select(0, sentences)
+            self.src_pad = self.src_pad.index_select(0, sentences)
 
 
 # --------------------------------------------------------------------------- the search loop
@@ -352,11 +360,16 @@ def _decode(model, src: Tensor, K: int, nbest: int, step_fn: StepFn,
     history[:, 0] = bos_id
     finished = _Finished(B, nbest, cfg.alpha, device)
     worst_penalty = length_penalty(max_len.double() + 1, cfg.alpha).float()  # largest it can get
+    never = torch.tensor([pad_id, bos_id], device=device)
+    first_limit = int(max_len.min())
+    # per sentence still decoding, in the order of `sentences`: indexed anew only when one leaves
+    alive_max_len, alive_worst = max_len, worst_penalty
 
     for step in range(capacity):
         b = sentences.size(0)
         log_probs = decoder.log_probs(history, step)
-        _constrain(log_probs, step, row_max_len, cfg, history[:, 1 : step + 1], (pad_id, bos_id, eos_id))
+        _constrain(log_probs, step, row_max_len, cfg, history[:, 1 : step + 1], (pad_id, bos_id, eos_id),
+                   never, first_limit)
         choice = step_fn(scores, log_probs.view(b, K, -1), eos_id)
 
         ended = choice.finished > NEG_INF
@@ -368,23 +381,28 @@ def _decode(model, src: Tensor, K: int, nbest: int, step_fn: StepFn,
 
         # done: K finished, the maximum length reached, or no live hypothesis can still beat
         # the nbest-th finished one (log-probabilities only fall; the penalty is at most worst_penalty)
-        hope = choice.scores[:, 0] / worst_penalty[sentences]
-        done = ((finished.count[sentences] >= K) | (max_len[sentences] <= step)
+        hope = choice.scores[:, 0] / alive_worst
+        done = ((finished.count[sentences] >= K) | (alive_max_len <= step)
                 | (hope <= finished.bar[sentences]))
-        keep = _keep_order(done)
-        if keep.numel() == 0:
+        # most steps end no sentence: then the sentences keep their places and nothing is indexed
+        keep = _keep_order(done) if bool(done.any()) else None
+        if keep is None:
+            scores, tokens, origins = choice.scores, choice.tokens, choice.origins
+        elif keep.numel() == 0:
             break
-        scores, tokens, origins = choice.scores[keep], choice.tokens[keep], choice.origins[keep]
+        else:
+            scores, tokens, origins = choice.scores[keep], choice.tokens[keep], choice.origins[keep]
+            sentences, alive_max_len, alive_worst = sentences[keep], alive_max_len[keep], alive_worst[keep]
         if K > 1:  # fewer key/value cache rows to copy (the beams' order does not matter)
             order = stay_in_place(origins)
             scores, tokens, origins = scores.gather(1, order), tokens.gather(1, order), origins.gather(1, order)
-        if keep.numel() < b or K > 1:  # else every row goes on in place
-            rows = (keep.unsqueeze(1) * K + origins).view(-1)
+        if keep is not None or K > 1:  # else every row goes on in place
+            rows = (origins + K * torch.arange(b, device=device).unsqueeze(1) if keep is None
+                    else keep.unsqueeze(1) * K + origins).view(-1)
             decoder.select(rows, keep)
             history = history.index_select(0, rows)
             row_max_len = row_max_len.index_select(0, rows)
         history[:, step + 1] = tokens.view(-1)
-        sentences = sentences[keep]
     return finished.best()
 
 
