@@ -11,7 +11,9 @@ latency at one client against the decoding time of one sentence, and memory unde
   batches of at most N, so that is what the server can reach at best; 'x groups' is what the
   server keeps of it.
 - --compare: the server of another checkout (run with its .venv's python where it has one) gets
-  the same loads, row by row after this one's: a before/after in one run.
+  the same loads, row by row after this one's: a before/after in one run. That checkout's own
+  `tx translate` and groups are measured next to each of its rows too (in a process of its own,
+  its code), so its 'x translate' and 'x groups' are against its own decoding.
 - CPU a sentence, from /proc and the server's tx_serve_decode_cpu_seconds_total: the server
   process (all threads), its decoding thread, and the load generator (this process, all of it).
 - each server is the real command (`python -m txcli serve RUN --port 0 ...`), one per
@@ -194,6 +196,22 @@ class Translate:
         return singles[len(singles) // 2], singles[int(0.99 * (len(singles) - 1))]
 
 
+ELSEWHERE = ("import sys, json; from pathlib import Path; sys.path.insert(0, 'bench'); import serve_load as s; "
+             "run, source, n, threads, size = sys.argv[1:]; "
+             "t = s.Translate(Path(run), Path(source).read_text(encoding='utf-8').splitlines()[:int(n)], int(threads)); "
+             "rate, cpu = t.measure(); print(json.dumps([rate, cpu, t.groups(int(size))]))")
+
+
+def translate_elsewhere(tree: Path, args, clients: int) -> tuple[float, float, float]:
+    """Another checkout's Translate (its code, its python as start_server picks it): (sent/s,
+    CPU ms a sentence, sent/s in groups of `clients`)."""
+    python = tree / ".venv/bin/python" if (tree / ".venv/bin/python").exists() else Path(sys.executable)
+    out = subprocess.run([str(python), "-c", ELSEWHERE, str(args.run.resolve()), str(args.source.resolve()),
+                          str(args.requests), str(args.threads), str(clients)],
+                         cwd=tree, capture_output=True, text=True, check=True).stdout
+    return tuple(json.loads(out.splitlines()[-1]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
@@ -254,7 +272,14 @@ def throughput(args, texts: list[str]) -> None:
             sent = texts[:args.latency_requests] if clients == 1 else texts
             now = (rate, cpu) if clients == 1 else base.measure()
             ceiling = base.groups(clients) if clients > 1 else None
+            own = {"this": (now, ceiling)}
+            if "compare" in trees and clients > 1:
+                c_rate, c_cpu, c_groups = translate_elsewhere(trees["compare"], args, clients)
+                own["compare"] = ((c_rate, c_cpu), c_groups)
+                print(f"compare's own tx translate {c_rate:.1f} sent/s ({c_cpu:.1f} CPU ms a sentence), "
+                      f"groups of {clients} {c_groups:.1f} sent/s", flush=True)
             for name, server in servers.items():
+                now, ceiling = own.get(name, own["this"])
                 if clients == 1:  # a blank line is answered without decoding: what HTTP and JSON cost
                     blank = asyncio.run(load(server[1], server[2], [""] * args.latency_requests, 1))
                     print(f"{name:<7} {wait:>11} {1:>7}  blank lines (no decoding): p50 {blank['p50'] * 1000:.1f} ms, "
