@@ -232,3 +232,27 @@ def test_int8_weights_have_one_scale_per_output_row():
     per_channel, per_tensor = error("per_channel"), error("per_tensor")
     assert per_channel < 0.05, per_channel
     assert per_tensor > 4 * per_channel, (per_tensor, per_channel)
+
+
+# --------------------------------------------------------------------------- memory across calls
+
+
+def test_the_torch_engine_keeps_its_cache_memory_across_calls_and_variants(tmp_path, monkeypatch):
+    """A server decodes batch after batch through one engine: the key/value cache's buffer is
+    made once, not at every call (fresh pages), and glibc keeps freed blocks for the next step."""
+    import txcli.commands.run as run_module
+
+    kept = []
+    monkeypatch.setattr(run_module, "keep_freed_memory", lambda: kept.append(True) or True)
+    run_dir = make_run(tmp_path / "t")
+    engine = open_engine("torch", run_dir, DecodeOptions(beam=2, **SAME_LIMIT), "cpu", 1)
+    assert kept  # open_for_decoding asked glibc to keep freed memory
+    texts = sources(run_dir, 12)
+    first = translate_lines(engine, texts, engine.max_len)[0]
+    buffer = engine.workspace.storage
+    assert buffer is not None
+    again = translate_lines(engine, texts[:5], engine.max_len)[0]  # a smaller batch fits the same buffer
+    assert engine.workspace.storage is buffer
+    assert [h[0].tokens for h in again] == [h[0].tokens for h in first[:5]]
+    variant = engine.with_options(DecodeOptions(beam=1, **SAME_LIMIT))
+    assert variant.workspace is engine.workspace  # decoded by the same thread: one buffer for all

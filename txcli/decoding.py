@@ -69,10 +69,13 @@ def make_generator(decoding: Decoding) -> Optional[torch.Generator]:
 
 
 def translate_rows(model, rows: list[list[int]], decoding: Decoding,
-                   generator: Optional[torch.Generator] = None) -> list[list[Hypothesis]]:
-    """Hypotheses for source id rows (each ending in </s>), batched by the token budget, in order."""
+                   generator: Optional[torch.Generator] = None,
+                   workspace: Optional[Workspace] = None) -> list[list[Hypothesis]]:
+    """Hypotheses for source id rows (each ending in </s>), batched by the token budget, in order.
+    workspace: the key/value cache's memory, kept by the caller across calls (default: a new
+    one, for all the batches of this call)."""
     results: list[list[Hypothesis]] = [[] for _ in rows]
-    workspace = Workspace()  # one key/value cache buffer for all the batches
+    workspace = Workspace() if workspace is None else workspace
     for batch in token_batches([len(r) for r in rows], decoding.batch_tokens):
         src = pad_rows([rows[i] for i in batch], model.cfg.pad_id, decoding.device)
         with autocast(decoding.device, decoding.precision):

@@ -1,4 +1,4 @@
-"""How the C heap hands memory back to the system, for the training process.
+"""How the C heap hands memory back to the system, for training and decoding processes.
 
 A training step allocates and frees the same large activation tensors every step (at the
 reference shape a [4096, 1024] float32 feed-forward activation is 16 MB, the logits 70 MB).
@@ -7,6 +7,9 @@ system, so the next step touches fresh pages again: tens of thousands of page fa
 and a measurable share of its time (the figures: README's performance notes,
 bench/train_throughput.py --default-heap). Keeping freed blocks in the heap makes the steps reuse
 the same pages; the peak memory is the same, it is just not given back between steps.
+Decoding is the same on a smaller scale, many more times: every beam-search step allocates its
+logits and activations, every batch its key/value cache, and a server decodes batch after
+batch (commands/run.open_for_decoding sets it for every decoding command).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from ..options import DecodeOptions, check_choice
 from ..errors import TxError, UsageError
 from ..model import ModelConfig, Seq2SeqTransformer
 from ..model_schema import max_positions, shares_embeddings
+from ..heap import keep_freed_memory
 from ..onednn import small_primitive_caches
 from ..process import set_threads
 from ..schema import Recipe, read_saved_recipe
@@ -151,11 +152,13 @@ def locate_weights(path: Path) -> tuple[Path, Optional[Path]]:
 
 def open_for_decoding(run_dir: Path | list[Path], device: str = "auto", threads: Optional[int] = None) -> Run:
     """open_run for the commands that decode: --device checked, --threads applied first, oneDNN's
-    caches kept small (bf16 decoding meets a new shape at nearly every step: onednn.py). Several
-    run (or checkpoint) directories make one Run whose model is their Ensemble."""
+    caches kept small (bf16 decoding meets a new shape at nearly every step: onednn.py), glibc
+    keeping freed memory (heap.py). Several run (or checkpoint) directories make one Run whose
+    model is their Ensemble."""
     check_choice("--device", device, ("auto", "cpu", "cuda"))
     set_threads(threads)  # for the rest of the process: decoding commands end with it
     small_primitive_caches()
+    keep_freed_memory()  # the same: a batch's cache and a step's logits reuse the pages of the last
     paths = list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir]
     if not paths:
         raise UsageError("give at least one RUN_DIR")
