@@ -205,3 +205,20 @@ def test_kept_heap_reuses_the_pages_of_freed_blocks():
 
     assert faults("default") > 10 * 10_000
     assert faults("keep") < 1_000
+
+
+def test_the_reported_peak_memory_never_goes_down(monkeypatch):
+    """The kernel's high-water mark lags what /proc shows; a log line's peak must still never be
+    below an earlier line's (it was seen: 735.9 then 735.8 MB)."""
+    import resource
+    from types import SimpleNamespace
+
+    from txcli import process
+    from txcli.process import usage
+
+    monkeypatch.setattr(process, "_highest_seen", 0.0)  # and back afterwards: other tests log peaks too
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=10**8))  # KiB
+    first = usage().peak_rss_mb
+    assert first >= 10**8 * 1024 / 1e6
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_maxrss=1))  # a lagging mark
+    assert usage().peak_rss_mb >= first

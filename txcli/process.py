@@ -62,7 +62,11 @@ class Usage:
     wall_s: float
 
 
+_highest_seen = 0.0  # the largest peak usage() has reported in this process
+
+
 def usage() -> Usage:
+    global _highest_seen
     rss = peak = None
     try:  # Linux: resident pages now
         with open("/proc/self/statm") as f:
@@ -76,5 +80,7 @@ def usage() -> Usage:
     except (ImportError, OSError):
         pass
     if rss is not None and peak is not None:
-        peak = max(peak, rss)  # the kernel's high-water mark is updated lazily: it can lag what statm shows
+        # the kernel's high-water mark is updated lazily: it can lag what statm showed, now or at an
+        # earlier call, and a peak must never go down between two log lines
+        peak = _highest_seen = max(peak, rss, _highest_seen)
     return Usage(rss, peak, time.process_time(), time.monotonic())
